@@ -1,0 +1,1 @@
+"""HTTP service: serves the exported models with BentoML (see service.service)."""

@@ -1,0 +1,25 @@
+"""Work-arounds for BentoML 1.4.40 request parsing; each has a test in tests/test_compat.py that fails once upstream changes."""
+
+from __future__ import annotations
+
+from _bentoml_impl.serde import MultipartSerde
+from bentoml.exceptions import BadInput
+
+_upstream_parse_request = MultipartSerde.parse_request
+
+
+async def _parse_request(self, request, cls):
+    try:
+        return await _upstream_parse_request(self, request, cls)
+    except UnicodeDecodeError:
+        # BentoML json.loads() every multipart part that is not one of the endpoint's file fields,
+        # so a binary file under a wrong field name raises UnicodeDecodeError and becomes a 500.
+        # It is the client's mistake: answer 400 and name the field it should have used.
+        expected = ", ".join(sorted(getattr(cls, "multipart_fields", ()))) or "(none)"
+        raise BadInput(f"multipart upload has a binary part under an unexpected field name; "
+                       f"send the file in field: {expected}") from None
+
+
+def install() -> None:
+    """Idempotent: patch MultipartSerde.parse_request once per process."""
+    MultipartSerde.parse_request = _parse_request

@@ -1,0 +1,124 @@
+"""Pick the inference backend and device, and run a verified model folder with it (ONNX Runtime or TorchScript)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import artifacts
+
+log = logging.getLogger("service")
+
+BACKENDS = ("onnx", "torchscript")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime knobs, from environment variables (documented in the README's configuration table)."""
+
+    backend: str = "onnx"
+    device: str = "auto"
+    threads: int = 0  # 0: the library's default (one thread per core)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        settings = cls(
+            backend=env.get("SERVICE_BACKEND", cls.backend).strip().lower(),
+            device=env.get("SERVICE_DEVICE", cls.device).strip().lower(),
+            threads=int(env.get("SERVICE_THREADS", cls.threads)),
+        )
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"SERVICE_BACKEND={settings.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if settings.device not in DEVICES:
+            raise ValueError(f"SERVICE_DEVICE={settings.device!r}: choose one of {', '.join(DEVICES)}")
+        if settings.threads < 0:
+            raise ValueError("SERVICE_THREADS must be >= 0")
+        return settings
+
+
+def cuda_available(backend: str) -> bool:
+    """Whether `backend` can run on a CUDA GPU in this process (no torch import for ONNX Runtime)."""
+    if backend == "onnx":
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def select_device(backend: str, requested: str, has_cuda: Callable[[str], bool] = cuda_available) -> str:
+    """auto -> cuda when the backend can use a GPU here, else cpu; an explicit cuda without one is an error."""
+    if requested == "cpu":
+        return "cpu"
+    available = has_cuda(backend)
+    if requested == "cuda" and not available:
+        raise RuntimeError(f"SERVICE_DEVICE=cuda but no CUDA device is usable by the {backend} backend")
+    return "cuda" if available else "cpu"
+
+
+class OnnxModel:
+    def __init__(self, path: Path, device: str, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class TorchScriptModel:
+    def __init__(self, path: Path, device: str, threads: int):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device(device)
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        self.providers = [f"torch.jit:{device}"]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.module(self.torch.from_numpy(x).to(self.device)).cpu().numpy()
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    metadata: dict[str, Any]
+    backend: str
+    device: str
+    predict: Callable[[np.ndarray], np.ndarray]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "device": self.device,
+                "providers": getattr(self.predict, "providers", []), **self.metadata}
+
+
+def load(model_dir: Path, settings: Settings, device: str) -> LoadedModel:
+    """Verify a model folder's checksums, then load it; raises ArtifactError naming a bad file."""
+    metadata = artifacts.verify(Path(model_dir))
+    runner = OnnxModel if settings.backend == "onnx" else TorchScriptModel
+    filename = "model.onnx" if settings.backend == "onnx" else "model.pt"
+    try:
+        predict = runner(Path(model_dir) / filename, device, settings.threads)
+    except Exception as e:  # noqa: BLE001 - any loader failure means "refuse to start", with the file named
+        raise artifacts.ArtifactError(f"{Path(model_dir) / filename}: cannot be loaded ({e})") from e
+    return LoadedModel(metadata["name"], metadata["version"], metadata, settings.backend, device, predict)

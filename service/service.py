@@ -1,0 +1,106 @@
+"""The BentoML service: thermometer readings -> degrees Celsius, and 28x28 digit images -> digit."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import artifacts
+from service import compat, images, runtime
+from service.middleware import ErrorShape, RequestGuard
+from service.schemas import (
+    DigitPrediction, DigitRequest, DigitsRequest, TemperatureRequest, TemperatureResponse, to_batch,
+)
+
+log = logging.getLogger("bentoml.service.thermodigits")  # under "bentoml" so `bentoml serve` shows it
+
+compat.install()
+
+# A fresh BENTOML_HOME still serves: the committed models/ folders are imported when missing.
+artifacts.ensure_registered()
+
+MAX_BODY_BYTES = int(os.environ.get("SERVICE_MAX_BODY_BYTES", 16 * 1024 * 1024))
+JSON = ("application/json",)
+
+
+def pinned(name: str) -> bentoml.models.BentoModel:
+    """The exact version committed in models/<name>/metadata.json (what a Bento built from here carries)."""
+    return bentoml.models.BentoModel(artifacts.tag_of(artifacts.MODELS_DIR / name))
+
+
+async def metadata(request: Request) -> JSONResponse:
+    return JSONResponse(bentoml.get_current_service().describe())
+
+
+@bentoml.asgi_app(Starlette(routes=[Route("/", metadata)]), path="/metadata")
+@bentoml.service(traffic={"timeout": 30})
+class ThermoDigits:
+    temperature_linear = pinned("temperature-linear")
+    temperature_mlp = pinned("temperature-mlp")
+    mnist_fc = pinned("mnist-fc")
+
+    def __init__(self) -> None:
+        settings = runtime.Settings.from_env()
+        device = runtime.select_device(settings.backend, settings.device)
+        self.models = {
+            stored.tag.name: runtime.load(Path(stored.path), settings, device)
+            for stored in (self.temperature_linear, self.temperature_mlp, self.mnist_fc)
+        }
+        for m in self.models.values():
+            log.info("loaded %s:%s with %s on %s (%s)", m.name, m.version, m.backend, m.device,
+                     ", ".join(getattr(m.predict, "providers", [])))
+
+    def describe(self) -> dict:
+        return {"models": {name: m.describe() for name, m in self.models.items()}}
+
+    @bentoml.api(route="/temperature", input_spec=TemperatureRequest)
+    def temperature(self, readings: list[float], model: str = "linear") -> TemperatureResponse:
+        """Convert raw thermometer readings (unknown unit) to degrees Celsius."""
+        m = self.models[f"temperature-{model}"]
+        celsius = m.predict(np.asarray(readings, dtype=np.float64).reshape(-1, 1))
+        return TemperatureResponse(celsius=celsius[:, 0].tolist(), model=m.name, version=m.version)
+
+    def _classify(self, batch: np.ndarray) -> list[DigitPrediction]:
+        probabilities = self.models["mnist-fc"].predict(batch)
+        digits = probabilities.argmax(axis=1)
+        return [
+            DigitPrediction(digit=int(d), confidence=float(p[d]), probabilities=p.tolist())
+            for d, p in zip(digits, probabilities)
+        ]
+
+    @bentoml.api(route="/digit", input_spec=DigitRequest)
+    def digit(self, pixels: list, max_value: float = 255) -> DigitPrediction:
+        """Classify one 28x28 image sent as JSON pixels (white digit on black, 0..max_value)."""
+        return self._classify(to_batch([pixels], max_value))[0]
+
+    @bentoml.api(route="/digits", input_spec=DigitsRequest)
+    def digits(self, images: list, max_value: float = 255) -> list[DigitPrediction]:
+        """Classify up to 1,024 images in one call; results come back in request order."""
+        return self._classify(to_batch(images, max_value))
+
+    @bentoml.api(route="/digit/image")
+    def digit_image(self, image: Path) -> DigitPrediction:
+        """Classify an uploaded PNG/JPEG/BMP/GIF/WebP (multipart field `image`), preprocessed like MNIST."""
+        try:
+            pixels = images.preprocess(image.read_bytes())
+        except images.ImageError as e:
+            raise InvalidArgument(str(e)) from None
+        return self._classify(to_batch([pixels], 255))[0]
+
+
+ThermoDigits.add_asgi_middleware(ErrorShape)
+ThermoDigits.add_asgi_middleware(
+    RequestGuard,
+    max_body_bytes=MAX_BODY_BYTES,
+    # The image route takes uploads only: BentoML would otherwise treat a JSON string body as a URL
+    # and fetch it server-side.
+    content_types={"/temperature": JSON, "/digit": JSON, "/digits": JSON, "/digit/image": ("multipart/form-data",)},
+)
