@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -63,14 +64,30 @@ def to_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -
         return torch.jit.load(str(path))
 
 
+MANGLED = re.compile(rb"___torch_mangle_(\d+)\b")
+
+
 def make_reproducible(path: Path) -> None:
     """Rewrite a TorchScript zip so that the same weights always give the same bytes (and model version).
 
-    torch.jit.save writes a random ``.data/serialization_id`` and ``*.debug_pkl`` call stacks with
-    absolute paths and line numbers of whatever code called it; neither is needed to load the model.
+    torch.jit.save writes a random ``.data/serialization_id``, ``*.debug_pkl`` call stacks with
+    absolute paths and line numbers, and class names ``___torch_mangle_<N>`` numbered by a
+    process-wide counter (so a second export in one process differs).  The first two are dropped or
+    fixed; the names are renumbered in order of appearance.  Only code (.py) and pickles (.pkl, where
+    protocol 2 stores class names as newline-terminated text) are renamed, never tensor data; the
+    parity check then runs on the rewritten file.
     """
     with zipfile.ZipFile(path) as zin:
         entries = [(i.filename, zin.read(i)) for i in zin.infolist() if not i.filename.endswith(".debug_pkl")]
+    numbering: dict[bytes, bytes] = {}
+
+    def renumber(text: bytes) -> bytes:
+        return MANGLED.sub(lambda m: b"___torch_mangle_" + numbering.setdefault(m.group(1), str(len(numbering)).encode()), text)
+
+    entries = [
+        (renumber(name.encode()).decode(), renumber(data) if name.endswith((".py", ".pkl")) else data)
+        for name, data in entries
+    ]
     content = hashlib.sha256(b"".join(n.encode() + d for n, d in entries if not n.endswith("serialization_id")))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
         for name, data in entries:

@@ -1,0 +1,104 @@
+"""Export: parity is enforced, metadata checksums hold, re-export is byte-identical and registers once."""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import artifacts
+from training import export, temperature
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    parser = argparse.ArgumentParser()
+    temperature.add_arguments(parser)
+    args = parser.parse_args(["--model", "linear", "--epochs", "20000", "--out", str(out)])
+    args.log_every = 0
+    model, metrics = temperature.fit("linear", args)
+    path = temperature.export("linear", model, metrics, args)
+    return model, path, args
+
+
+def test_export_writes_checksummed_files(exported):
+    _, path, _ = exported
+    meta = json.loads((path / "metadata.json").read_text())
+    assert set(meta["files"]) == {"model.onnx", "model.pt"}
+    for name, sha in meta["files"].items():
+        assert artifacts.sha256_file(path / name) == sha
+    assert meta["version"] == artifacts.content_version(meta["files"])
+    for key in ("name", "created_at", "git_commit", "frameworks", "inputs", "outputs", "metrics", "parity"):
+        assert key in meta
+    assert meta["inputs"][0]["name"] == "readings" and meta["outputs"][0]["unit"] == "degree Celsius"
+    assert not (path / "model.onnx.data").exists()  # weights embedded
+
+
+def test_onnx_and_torchscript_match_eager_including_extremes(exported):
+    model, path, _ = exported
+    x = torch.tensor([[-1e4], [-1.0], [0.0], [35.7], [1e4]], dtype=torch.float64)
+    expected = model(x).detach().numpy()
+    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"readings": x.numpy()})[0], expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(torch.jit.load(str(path / "model.pt"))(x).numpy(), expected, atol=1e-4, rtol=0)
+    # dynamic batch: one reading and many readings
+    assert session.run(None, {"readings": x[:1].numpy()})[0].shape == (1, 1)
+    assert session.run(None, {"readings": np.zeros((777, 1))})[0].shape == (777, 1)
+
+
+def test_reexport_is_identical_and_registers_once(exported):
+    model, path, args = exported
+    before = json.loads((path / "metadata.json").read_text())
+    temperature.export("linear", model, {"train_mse": 0.0}, args)
+    after = json.loads((path / "metadata.json").read_text())
+    assert after["files"] == before["files"] and after["version"] == before["version"]
+    versions = [m.tag.version for m in bentoml.models.list("temperature-linear")]
+    assert versions.count(before["version"]) == 1
+
+
+def test_parity_failure_rejects_the_export(tmp_path):
+    class Drifting(torch.nn.Module):
+        """Traces to x + 1 but answers x + 1 + 1e-3 in eager mode afterwards."""
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+            self.calls = 0
+        def forward(self, x):
+            self.calls += 1
+            return x + self.bias + (1e-3 if self.calls > 3 else 0.0)
+
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    with pytest.raises(export.ParityError, match="exceeds"):
+        export.export_model(Drifting(), "drift", tmp_path, example=x, parity_inputs=x, atol=1e-4,
+                            input_spec={"name": "x"}, output_spec={"name": "y"}, metrics={}, register=False)
+    assert not (tmp_path / "drift" / "model.onnx").exists()  # nothing half-written
+
+
+def test_verify_names_a_tampered_or_missing_file(exported, tmp_path):
+    _, path, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    artifacts.verify(copy)
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(artifacts.ArtifactError, match="model.onnx.*does not match"):
+        artifacts.verify(copy)
+    (copy / "model.pt").unlink()
+    shutil.copy(path / "model.onnx", copy / "model.onnx")
+    with pytest.raises(artifacts.ArtifactError, match="model.pt.*missing"):
+        artifacts.verify(copy)
+
+
+@pytest.mark.parametrize("name", ["temperature-linear", "temperature-mlp", "mnist-fc"])
+def test_committed_artifacts_match_their_metadata(name):
+    meta = artifacts.verify(REPO / "models" / name)
+    assert meta["name"] == name
+    assert meta["parity"]["max_abs_diff_onnx"] <= meta["parity"]["atol"]
