@@ -37,10 +37,12 @@ def pinned(name: str) -> bentoml.models.BentoModel:
 
 
 async def metadata(request: Request) -> JSONResponse:
+    """GET /metadata: what is loaded, from which files, on which backend and device."""
     return JSONResponse(bentoml.get_current_service().describe())
 
 
-@bentoml.asgi_app(Starlette(routes=[Route("/", metadata)]), path="/metadata")
+# Mounted at the root: BentoML's PassiveMount only claims the paths this app has routes for.
+@bentoml.asgi_app(Starlette(routes=[Route("/metadata", metadata, methods=["GET"])]))
 @bentoml.service(traffic={"timeout": 30})
 class ThermoDigits:
     temperature_linear = pinned("temperature-linear")

@@ -1,0 +1,180 @@
+"""POST /digit, /digits and /digit/image through BentoML's ASGI app: answers and every bad input."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+N = 64  # test images used for the correctness checks
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def upload(client, data: bytes, field: str = "image", content_type: str = "image/png"):
+    return client.post("/digit/image", files={field: ("digit.png", data, content_type)})
+
+
+@pytest.fixture(scope="module")
+def sample(mnist_test_images):
+    images, labels = mnist_test_images
+    return images[:N], labels[:N]
+
+
+def assert_prediction(p: dict) -> None:
+    assert set(p) == {"digit", "confidence", "probabilities"}
+    assert len(p["probabilities"]) == 10 and sum(p["probabilities"]) == pytest.approx(1, abs=1e-5)
+    assert p["confidence"] == max(p["probabilities"]) == p["probabilities"][p["digit"]]
+
+
+def test_digit_from_integer_pixels(client, sample):
+    images, labels = sample
+    r = client.post("/digit", json={"pixels": images[0].tolist()})
+    assert r.status_code == 200, r.text
+    assert_prediction(r.json())
+    assert r.json()["digit"] == labels[0]
+
+
+def test_max_value_one_gives_the_same_answer(client, sample):
+    images, _ = sample
+    a = client.post("/digit", json={"pixels": images[1].tolist()}).json()
+    b = client.post("/digit", json={"pixels": (images[1] / 255.0).tolist(), "max_value": 1}).json()
+    assert a["digit"] == b["digit"]
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-5)
+
+
+def test_digits_batch_keeps_order_and_is_accurate(client, sample):
+    images, labels = sample
+    r = client.post("/digits", json={"images": images.tolist()})
+    assert r.status_code == 200, r.text
+    predictions = r.json()
+    assert len(predictions) == N
+    for p in predictions:
+        assert_prediction(p)
+    digits = np.array([p["digit"] for p in predictions])
+    assert (digits == labels).mean() >= 0.95
+    # same answers as one at a time, in the same order
+    for i in (0, 17, N - 1):
+        single = client.post("/digit", json={"pixels": images[i].tolist()}).json()
+        assert single["digit"] == predictions[i]["digit"]
+
+
+def test_digits_accepts_the_maximum_batch(client, mnist_test_images):
+    images, labels = mnist_test_images
+    r = client.post("/digits", json={"images": images[:1024].tolist()})
+    assert r.status_code == 200 and len(r.json()) == 1024
+
+
+@pytest.mark.parametrize("variant", ["as-is", "inverted", "upscaled", "jpeg", "rgb"])
+def test_image_upload_agrees_with_raw_pixels(client, sample, variant):
+    images, labels = sample
+    agree = 0
+    for image, label in zip(images[:20], labels[:20]):
+        if variant == "as-is":
+            data = png(image)
+        elif variant == "inverted":
+            data = png(255 - image)
+        elif variant == "upscaled":
+            data = png(np.asarray(Image.fromarray(image).resize((200, 200), Image.BILINEAR)))
+        elif variant == "jpeg":
+            buf = io.BytesIO(); Image.fromarray(image).resize((112, 112)).save(buf, "JPEG", quality=95); data = buf.getvalue()
+        else:
+            buf = io.BytesIO(); Image.fromarray(255 - image).convert("RGB").save(buf, "PNG"); data = buf.getvalue()
+        r = upload(client, data)
+        assert r.status_code == 200, r.text
+        raw = client.post("/digit", json={"pixels": image.tolist()}).json()["digit"]
+        agree += r.json()["digit"] == raw
+    assert agree >= (20 if variant in ("as-is", "inverted") else 18)
+
+
+def blank():
+    return [[0] * 28 for _ in range(28)]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG that declares width x height pixels (a decompression bomb when large)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+JSON_BAD = {
+    "27 rows": ("/digit", {"pixels": blank()[:27]}, "expected 28 rows, got 27"),
+    "27 columns": ("/digit", {"pixels": [[0] * 27] * 28}, "row 0 has 27 values"),
+    "ragged rows": ("/digit", {"pixels": blank()[:27] + [[0] * 29]}, "row 27 has 29 values"),
+    "flat 784": ("/digit", {"pixels": [0] * 784}, "flat list of 784"),
+    "above max_value": ("/digit", {"pixels": [[256] * 28] * 28}, "above max_value=255"),
+    "above max_value 1": ("/digit", {"pixels": [[2] * 28] * 28, "max_value": 1}, "above max_value=1"),
+    "negative": ("/digit", {"pixels": [[-1] * 28] * 28}, "greater than or equal to 0"),
+    "string pixel": ("/digit", {"pixels": [["0"] * 28] * 28}, "valid number"),
+    "zero max_value": ("/digit", {"pixels": blank(), "max_value": 0}, "greater than 0"),
+    "missing pixels": ("/digit", {}, "pixels: Field required"),
+    "empty images": ("/digits", {"images": []}, "at least 1 item"),
+    "too many images": ("/digits", {"images": [blank()] * 1025}, "at most 1024"),
+    "bad image in batch": ("/digits", {"images": [blank(), blank()[:3]]}, "images[1]: expected 28 rows, got 3"),
+}
+
+
+@pytest.mark.parametrize("case", JSON_BAD, ids=list(JSON_BAD))
+def test_bad_json_input_is_a_400(client, case):
+    route, body, message = JSON_BAD[case]
+    if isinstance(body, str):
+        r = client.post(route, content=body, headers={"content-type": "application/json"})
+    else:
+        r = client.post(route, json=body)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+    assert client.post("/digit", json={"pixels": blank()}).status_code == 200
+
+
+def test_nan_pixel_is_refused(client):
+    row = "[" + ", ".join(["NaN"] + ["0"] * 27) + "]"
+    body = '{"pixels": [' + ", ".join([row] + ["[" + ", ".join(["0"] * 28) + "]"] * 27) + "]}"
+    r = client.post("/digit", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "finite number" in r.json()["error"]
+
+
+def test_many_bad_pixels_give_a_short_error_body(client):
+    r = client.post("/digits", json={"images": [[["x"] * 28] * 28] * 100})
+    assert r.status_code == 400
+    body = r.json()
+    assert len(body["detail"]) <= 20 and "more errors" in body["error"]
+
+
+UPLOAD_BAD = {
+    "non-image bytes": (b"this is not an image at all", "unsupported or unrecognised image format"),
+    "truncated PNG": ("truncated", "truncated or corrupt"),
+    "zero-size image": (png_header(0, 0), "PNG"),
+    "decompression bomb": (png_header(20_000, 20_000), "the limit is 16777216 pixels"),
+    "empty file": (b"", "empty"),
+}
+
+
+@pytest.mark.parametrize("case", UPLOAD_BAD, ids=list(UPLOAD_BAD))
+def test_bad_upload_is_a_400(client, sample, case):
+    data, message = UPLOAD_BAD[case]
+    if data == "truncated":
+        whole = png(np.asarray(Image.fromarray(sample[0][0]).resize((200, 200))))
+        data = whole[: len(whole) // 2]
+    r = upload(client, data)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+    assert upload(client, png(sample[0][0])).status_code == 200
+
+
+def test_upload_under_the_wrong_field_name_is_a_400(client, sample):
+    r = upload(client, png(sample[0][0]), field="file")
+    assert r.status_code == 400, r.text
+    assert "send the file in field: image" in r.json()["error"]
+
+
+def test_upload_as_json_is_refused_without_fetching(client):
+    r = client.post("/digit/image", json="http://127.0.0.1:1/x.png")
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
