@@ -1,11 +1,6 @@
 """A real `bentoml serve` on a free port with an empty model store, driven by bentoml.SyncHTTPClient."""
 
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import bentoml
@@ -19,40 +14,11 @@ from training.temperature import closed_form
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    home = tempfile.mkdtemp(prefix="bentoml-home-serve-")  # empty store: committed models get imported
-    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
-    log = open(Path(home) / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"bentoml serve did not become ready:\n{log.read()[-4000:]}")
-            time.sleep(0.5)
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def server(serve):
+    # An empty store: the committed models must be imported on start.
+    with serve(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-serve-")) as running:
+        yield running
 
 
 def test_temperature_matches_the_closed_form_line(server):

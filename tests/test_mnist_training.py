@@ -1,0 +1,138 @@
+"""Tests for the MNIST training module: data loading, a short real training run, determinism, augmentation, plots."""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import mnist
+from training.augment import augment
+from training.plots import save_report
+
+DATA_ROOT = os.environ.get(
+    "MNIST_DATA_ROOT", str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"))
+
+
+def make_args(tmp_path, *extra):
+    parser = mnist.add_arguments(argparse.ArgumentParser())
+    return parser.parse_args(["--data-root", DATA_ROOT, "--no-download", "--out", str(tmp_path / "models"),
+                              "--no-export", "--no-register", *extra])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mnist.load_mnist(DATA_ROOT, download=False)
+
+
+def test_load_mnist_shapes_and_md5(data):
+    assert data["train_x"].shape == (60000, 28, 28) and data["train_x"].dtype == torch.uint8
+    assert data["test_x"].shape == (10000, 28, 28) and data["test_x"].dtype == torch.uint8
+    assert data["train_y"].shape == (60000,) and data["test_y"].shape == (10000,)
+    assert data["train_y"].dtype == torch.int64
+    for y in (data["train_y"], data["test_y"]):
+        assert int(y.min()) == 0 and int(y.max()) == 9
+        assert torch.bincount(y, minlength=10).min() > 800  # every class is present in bulk
+    expected = {url.rsplit("/", 1)[1]: md5 for url, md5 in mnist.torchvision.datasets.MNIST.resources}
+    for name, md5 in data["md5"].items():
+        assert len(md5) == 32
+        if name in expected:
+            assert md5 == expected[name]
+    assert {"train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"} <= set(data["md5"])
+
+
+def test_missing_data_gives_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="--data-root"):
+        mnist.load_mnist(str(tmp_path / "nowhere"), download=False)
+
+
+def test_split_is_deterministic_and_disjoint():
+    train_idx, val_idx = mnist.split_indices(60000)
+    assert len(train_idx) == 55000 and len(val_idx) == mnist.VAL_SIZE == 5000
+    assert not set(val_idx.tolist()) & set(train_idx.tolist())
+    assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(60000))
+    again_train, again_val = mnist.split_indices(60000)
+    assert torch.equal(train_idx, again_train) and torch.equal(val_idx, again_val)
+
+
+def test_model_and_probabilities_shapes():
+    torch.manual_seed(0)
+    members = [mnist.MnistFC((32, 16), dropout=0.1, batchnorm=True) for _ in range(2)]
+    x = torch.rand(5, 1, 28, 28)
+    assert members[0].eval()(x).shape == (5, 10)
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in members[0].modules())
+    probs = mnist.Probabilities(members).eval()(x)
+    assert probs.shape == (5, 10)
+    torch.testing.assert_close(probs.sum(1), torch.ones(5))
+    expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
+    torch.testing.assert_close(probs, expected)
+    single = mnist.Probabilities(members[0]).eval()
+    torch.testing.assert_close(torch.jit.trace(single, x)(x), single(x))
+    torch.testing.assert_close(torch.jit.script(single)(x), single(x))
+
+
+def test_short_training_run_learns(tmp_path):
+    start = time.time()
+    args = make_args(tmp_path, "--limit-train", "6000", "--epochs", "2", "--batch-size", "64",
+                     "--hidden", "128", "--threads", "2", "--lr", "3e-3")
+    result = mnist.run(args)
+    elapsed = time.time() - start
+    m = result["metrics"]
+    assert m["test_accuracy"] > 0.85, m["test_accuracy"]
+    assert m["val_accuracy"] > 0.85
+    assert elapsed < 120, elapsed  # ~10 s alone; generous for a loaded machine
+    assert len(m["per_class_accuracy"]) == 10
+    cm = torch.tensor(m["confusion_matrix"])
+    assert cm.shape == (10, 10) and int(cm.sum()) == 10000
+    assert torch.equal(cm.sum(1), torch.bincount(result["test_y"], minlength=10))  # rows = true label
+    assert abs(cm.trace().item() / 10000 - m["test_accuracy"]) < 1e-6
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert result["recipe"]["hidden"] == (128,) and result["recipe"]["limit_train"] == 6000
+    assert result["test_x"].dtype == torch.uint8 and result["test_x"].shape == (10000, 28, 28)
+    probs = result["module"](torch.rand(3, 1, 28, 28))
+    torch.testing.assert_close(probs.sum(1), torch.ones(3))
+    assert not (tmp_path / "models").exists()  # run() writes nothing; main() writes the report
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    extra = ["--limit-train", "1024", "--max-steps", "12", "--batch-size", "64", "--hidden", "64,32",
+             "--threads", "2", "--ensemble", "2", "--elastic-alpha", "20", "--rotate", "10", "--seed", "7"]
+    a = mnist.run(make_args(tmp_path, *extra))["module"].state_dict()
+    b = mnist.run(make_args(tmp_path, *extra))["module"].state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    c = mnist.run(make_args(tmp_path, *extra[:-1], "8"))["module"].state_dict()
+    assert not torch.equal(a["members.0.net.1.weight"], c["members.0.net.1.weight"])
+
+
+def test_augment_shape_range_identity_and_determinism(data):
+    x = data["train_x"][:64].unsqueeze(1).float() / 255
+    g = torch.Generator().manual_seed(0)
+    same = augment(x, g, rotate=0.0, scale=0.0, translate=0.0, elastic_alpha=0.0)
+    torch.testing.assert_close(same, x)
+    # Zero-magnitude warps still go through grid_sample: it must reproduce the input.
+    tiny = augment(x, g, rotate=1e-9, scale=0.0, translate=0.0, elastic_alpha=1e-9)
+    torch.testing.assert_close(tiny, x, atol=1e-5, rtol=0)
+    kwargs = dict(rotate=12.0, scale=0.1, translate=2.5, elastic_alpha=34.0, elastic_sigma=5.0)
+    warped = augment(x, torch.Generator().manual_seed(1), **kwargs)
+    assert warped.shape == x.shape and warped.dtype == torch.float32
+    assert warped.min() >= 0 and warped.max() <= 1
+    assert (warped - x).abs().mean() > 0.01  # it really changed the digits
+    assert (warped.sum((1, 2, 3)) / x.sum((1, 2, 3))).sub(1).abs().max() < 0.5  # but kept the ink
+    torch.testing.assert_close(augment(x, torch.Generator().manual_seed(1), **kwargs), warped)
+
+
+def test_save_report_writes_three_pngs(tmp_path, data):
+    history = [{"member": 0, "epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.1 / e, "val_loss": 1.1 / e,
+                "val_acc": 1 - 0.12 / e, "lr": 1e-3, "seconds": 1.0} for e in (1, 2, 3)]
+    y = data["test_y"][:200]
+    predictions = y.clone()
+    predictions[:7] = (predictions[:7] + 1) % 10
+    cm = torch.bincount(y * 10 + predictions, minlength=100).reshape(10, 10).tolist()
+    paths = save_report(tmp_path / "report", history, cm, data["test_x"][:200], y, predictions)
+    assert [p.name for p in paths] == ["curves.png", "confusion.png", "misclassified.png"]
+    for p in paths:
+        assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
