@@ -76,15 +76,12 @@ def test_model_and_probabilities_shapes():
 
 
 def test_short_training_run_learns(tmp_path):
-    start = time.time()
     args = make_args(tmp_path, "--limit-train", "6000", "--epochs", "2", "--batch-size", "64",
                      "--hidden", "128", "--threads", "2", "--lr", "3e-3")
     result = mnist.run(args)
-    elapsed = time.time() - start
     m = result["metrics"]
     assert m["test_accuracy"] > 0.85, m["test_accuracy"]
     assert m["val_accuracy"] > 0.85
-    assert elapsed < 120, elapsed  # ~10 s alone; generous for a loaded machine
     assert len(m["per_class_accuracy"]) == 10
     cm = torch.tensor(m["confusion_matrix"])
     assert cm.shape == (10, 10) and int(cm.sum()) == 10000
