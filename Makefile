@@ -5,7 +5,7 @@ PORT   ?= 3000
 BIN     = $(VENV)/bin
 export BENTOML_DO_NOT_TRACK = true
 
-.PHONY: serve test setup-serve setup-dev train-temperature train-mnist clean
+.PHONY: serve test setup-serve setup-dev train-temperature train-mnist container clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ train-temperature: $(VENV)/.dev
 
 train-mnist: $(VENV)/.dev
 	$(BIN)/python -m training mnist --profile best --data-root $(MNIST_DATA_ROOT)
+
+container: $(VENV)/.serve
+	deploy/container.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -51,8 +51,14 @@ def test_serve_requirements_match_pyproject():
     import tomllib
 
     pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    lines = (REPO / "requirements" / "serve.txt").read_text().splitlines()
-    assert sorted(pinned) == sorted(line for line in lines if line and not line.startswith("#"))
+    def read(name):
+        lines = (REPO / "requirements" / name).read_text().splitlines()
+        return sorted(line for line in lines if line and not line.startswith("#"))
+
+    assert read("serve.txt") == sorted(pinned)
+    train = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    torch_pin = next(p for p in train if p.startswith("torch=="))
+    assert read("serve-gpu.txt") == sorted([*pinned, torch_pin])
 
 
 def test_bento_serves_temperature_and_digit(bento, serve, mnist_test_images, tmp_path):
