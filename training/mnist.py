@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+from training import distributed
 from training.augment import augment
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -145,6 +146,8 @@ def train(model, optimizer, scheduler, x, y, recipe, generator, max_steps=None, 
         xb = augment(to_float(x[idx]), generator, rotate=recipe["rotate"], scale=recipe["scale"],
                      translate=recipe["translate"], elastic_alpha=recipe["elastic_alpha"],
                      elastic_sigma=recipe["elastic_sigma"])
+        # Under torchrun every rank draws the same batch and augmentation, then trains on its share.
+        idx, xb = distributed.shard(idx), distributed.shard(xb)
         logits = model(xb)
         loss = F.cross_entropy(logits, y[idx], label_smoothing=recipe["label_smoothing"])
         optimizer.zero_grad(set_to_none=True)
@@ -187,13 +190,14 @@ def fit_member(member: int, recipe: dict, data: dict, history: list):
         total_steps = min(total_steps, recipe["max_steps"])
     # One-cycle: warm-up lets a high peak lr be used safely; the long anneal is what lifts final accuracy.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["lr"], total_steps=total_steps)
+    parallel = distributed.wrap(model)  # the model itself under plain `python -m training`
     best_acc, best_state, steps_done = -1.0, None, 0
     for epoch in range(1, recipe["epochs"] + 1):
         if steps_done >= total_steps:
             break
         start = time.time()
         lr = optimizer.param_groups[0]["lr"]
-        loss, acc, steps = train(model, optimizer, scheduler, data["x"], data["y"], recipe, generator,
+        loss, acc, steps = train(parallel, optimizer, scheduler, data["x"], data["y"], recipe, generator,
                                  max_steps=total_steps - steps_done, desc=f"m{member} e{epoch}")
         steps_done += steps
         val = test(model, data["val_x"], data["val_y"])
@@ -216,7 +220,8 @@ def resolve_recipe(args) -> dict:
         if value is not None:
             recipe[key] = value
     recipe["hidden"] = tuple(recipe["hidden"])
-    recipe["threads"] = args.threads or os.cpu_count()
+    recipe["world_size"] = distributed.world_size()
+    recipe["threads"] = args.threads or max(1, (os.cpu_count() or 1) // recipe["world_size"])
     recipe["limit_train"], recipe["max_steps"] = args.limit_train, args.max_steps
     recipe["val_size"], recipe["split_seed"] = VAL_SIZE, SPLIT_SEED
     return recipe
@@ -226,6 +231,7 @@ def run(args) -> dict:
     """Load data, train the recipe's members, evaluate the ensemble once on the test set."""
     start = time.time()
     recipe = resolve_recipe(args)
+    distributed.init()
     torch.set_num_threads(recipe["threads"])
     torch.use_deterministic_algorithms(True)
     download = args.download if args.download is not None else Path(args.data_root) == Path(DEFAULT_DATA_ROOT)
@@ -299,6 +305,9 @@ def main(args) -> dict:
     from training.plots import save_report
 
     result = run(args)
+    if not distributed.is_main():  # rank 0 alone reports and exports; the weights are identical
+        distributed.finish()
+        return result
     metrics = result["metrics"]
     report = save_report(Path(args.out) / "mnist-fc" / "report", result["history"], metrics["confusion_matrix"],
                          result["test_x"], result["test_y"], result["test_predictions"])
@@ -321,6 +330,7 @@ def main(args) -> dict:
             extra={"recipe": result["recipe"], "dataset_md5": result["md5"],
                    "train_seconds": result["train_seconds"], "history": result["history"]},
             register=not args.no_register)
+    distributed.finish()
     return result
 
 
