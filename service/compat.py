@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from _bentoml_impl.serde import MultipartSerde
 from bentoml.exceptions import BadInput
+from starlette.datastructures import UploadFile
 
 _upstream_parse_request = MultipartSerde.parse_request
 
 
 async def _parse_request(self, request, cls):
+    fields = getattr(cls, "multipart_fields", ())
+    form = await request.form()  # Starlette caches the parsed form; upstream reads the same object
+    for name in fields:
+        if any(not isinstance(part, UploadFile) for part in form.getlist(name)):
+            # Upstream hands a text part to ensure_file(), which downloads it when it looks like a
+            # URL: a server-side fetch chosen by the client (and a 500 when it fails). Uploads only.
+            raise BadInput(f"field {name!r} must be uploaded as a file, not as text; URLs are not fetched")
     try:
         return await _upstream_parse_request(self, request, cls)
     except UnicodeDecodeError:

@@ -178,3 +178,9 @@ def test_upload_under_the_wrong_field_name_is_a_400(client, sample):
 def test_upload_as_json_is_refused_without_fetching(client):
     r = client.post("/digit/image", json="http://127.0.0.1:1/x.png")
     assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
+
+
+def test_image_sent_as_a_text_part_is_not_fetched(client):
+    r = client.post("/digit/image", files={"image": (None, "http://127.0.0.1:1/x.png")})
+    assert r.status_code == 400, r.text
+    assert "must be uploaded as a file" in r.json()["error"]
