@@ -1,0 +1,88 @@
+"""Drive one server with wrk (Lua script benchmarks/lua/post.lua) and return its statistics plus the client's own CPU time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.payloads import Payload
+
+LUA = Path(__file__).resolve().parent / "lua" / "post.lua"
+
+
+@dataclass
+class Result:
+    """One wrk run against one server and endpoint (latencies in ms)."""
+
+    side: str
+    endpoint: str
+    concurrency: int
+    seconds: float
+    requests: int
+    rps: float
+    images_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    errors: int  # connect + read + write + timeout + non-2xx/3xx status
+    error_detail: dict
+    client_cpu_s: float  # wrk's own user+system CPU: what the load generator took from the 2 cores
+    server_cpu_s: float  # the server's process tree CPU during the run
+
+    @property
+    def client_cores(self) -> float:
+        return self.client_cpu_s / self.seconds
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def wrk_path() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
+    return path
+
+
+def run(url: str, payload: Payload, body_file: Path, concurrency: int, seconds: float, side: str,
+        cpu_of=lambda: 0.0, delay_ms: float = 0, timeout_s: int = 10) -> Result:
+    """wrk with one thread (a second would take CPU from the servers; one drives >20k req/s here); whole seconds only."""
+    cmd = [wrk_path(), "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s}s",
+           "-s", str(LUA), url + payload.path, "--", str(body_file), payload.content_type]
+    env = {**os.environ, "WRK_DELAY_MS": str(int(delay_ms))} if delay_ms else None
+    server_cpu0 = cpu_of()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)  # rusage of exactly this wrk process
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    server_cpu = cpu_of() - server_cpu0
+    line = next((l for l in out.splitlines() if l.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}")
+    data = json.loads(line.removeprefix("WRKJSON "))
+    secs = data["duration_us"] / 1e6
+    lat = {k: v / 1000 for k, v in data["latency_us"].items()}
+    return Result(
+        side=side, endpoint=payload.name, concurrency=concurrency, seconds=round(secs, 3),
+        requests=data["requests"], rps=round(data["requests"] / secs, 1),
+        images_per_s=round(data["requests"] * payload.images / secs, 1),
+        p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"], max_ms=lat["max"], mean_ms=round(lat["mean"], 3),
+        errors=sum(data["errors"].values()), error_detail=data["errors"],
+        client_cpu_s=round(usage.ru_utime + usage.ru_stime, 3), server_cpu_s=round(server_cpu, 3),
+    )
+
+
+def check_answers(url: str, payload: Payload) -> bytes:
+    """One request outside the timed runs; raise unless it is a 200 (a benchmark of errors says nothing)."""
+    from benchmarks.servers import request
+
+    status, body = request(url, "POST", payload.path, payload.body, payload.content_type, timeout=30)
+    if status != 200:
+        raise RuntimeError(f"{url}{payload.path} answered {status}: {body[:300]!r}")
+    return body
