@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import os
 import random
 import time
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+import artifacts
 from training import distributed
 from training.augment import augment
 
@@ -45,14 +45,6 @@ PROFILES = {
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_mnist(data_root: str, download: bool) -> dict:
     """Load all of MNIST as in-memory tensors (uint8 images, int64 labels) plus md5 sums of the raw files."""
     try:
@@ -69,12 +61,12 @@ def load_mnist(data_root: str, download: bool) -> dict:
     for url, expected in torchvision.datasets.MNIST.resources:
         gz = raw / os.path.basename(url)
         if gz.exists():  # the archives are optional once extracted; check them when present
-            md5[gz.name] = _md5(gz)
+            md5[gz.name] = artifacts.file_digest(gz, "md5")
             if md5[gz.name] != expected:
                 raise RuntimeError(f"{gz} has md5 {md5[gz.name]}, expected {expected}: the file is corrupt")
         extracted = raw / gz.stem
         if extracted.exists():  # these are the bytes torchvision actually parsed
-            md5[extracted.name] = _md5(extracted)
+            md5[extracted.name] = artifacts.file_digest(extracted, "md5")
     return {"train_x": train.data, "train_y": train.targets, "test_x": test.data, "test_y": test.targets,
             "md5": md5}
 
