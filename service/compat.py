@@ -5,13 +5,21 @@ from __future__ import annotations
 from _bentoml_impl.serde import MultipartSerde
 from bentoml.exceptions import BadInput
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 _upstream_parse_request = MultipartSerde.parse_request
 
 
 async def _parse_request(self, request, cls):
     fields = getattr(cls, "multipart_fields", ())
-    form = await request.form()  # Starlette caches the parsed form; upstream reads the same object
+    try:
+        form = await request.form()  # Starlette caches the parsed form; upstream reads the same object
+    except HTTPException as e:
+        # Starlette refuses a malformed multipart body (no boundary, bad part headers) with an
+        # HTTPException(400), which BentoML's endpoint wrapper turns into a 500.
+        if 400 <= e.status_code < 500:
+            raise BadInput(f"malformed multipart body: {e.detail}") from None
+        raise
     for name in fields:
         if any(not isinstance(part, UploadFile) for part in form.getlist(name)):
             # Upstream hands a text part to ensure_file(), which downloads it when it looks like a

@@ -10,6 +10,7 @@ response leaving this service is rewritten to::
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Awaitable, Callable
 
@@ -95,16 +96,27 @@ async def respond(send: Send, status: int, message: str) -> None:
 
 
 class RequestGuard:
-    """Refuse bodies over `max_body_bytes` (413) and content types a route does not take (415), before parsing."""
+    """Refuse bodies over `max_body_bytes` (413), content types a route does not take (415), and bodies not fully
+    received within `body_timeout` seconds (408), before parsing.
 
-    def __init__(self, app: Callable, max_body_bytes: int, content_types: dict[str, tuple[str, ...]]):
+    The whole body is read here, then replayed to the app: a client that sends slowly (or stops) is answered 408
+    and its connection closed, instead of holding a request slot until BentoML's traffic.timeout (a 504).
+    """
+
+    def __init__(self, app: Callable, max_body_bytes: int, content_types: dict[str, tuple[str, ...]],
+                 body_timeout: float = 10.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.content_types = content_types
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        # Let the requests that arrived with this one reach BentoML's traffic.max_concurrency semaphore (which
+        # this middleware runs inside) before this one runs to completion: endpoints run inline on the event loop
+        # (service/fastpath.py) never yield, so without this the semaphore is never contended and never sheds.
+        await asyncio.sleep(0)
         headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
         allowed = self.content_types.get(scope["path"].rstrip("/") or "/")
         if allowed is not None:
@@ -114,15 +126,18 @@ class RequestGuard:
                                                 f"send {' or '.join(allowed)}")
         too_large = f"request body exceeds the limit of {self.max_body_bytes} bytes"
         length = headers.get(b"content-length")
-        if length is not None:
-            # h11 has already refused a malformed Content-Length and will refuse a body longer than it says.
-            if int(length) > self.max_body_bytes:
-                return await respond(send, 413, too_large)
-            return await self.app(scope, receive, send)
-        # Chunked upload of unknown length: read it here, up to the limit, then hand it on.
+        # h11 has already refused a malformed Content-Length and will refuse a body longer than it says.
+        if length is not None and int(length) > self.max_body_bytes:
+            return await respond(send, 413, too_large)
+        # Read the body here (chunked uploads too), up to the limit and within the deadline, then hand it on.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         body, more = bytearray(), True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return await respond(send, 408, f"request body not received within {self.body_timeout:g} s")
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")

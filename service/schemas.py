@@ -103,7 +103,8 @@ class DigitsRequest(Strict):
 
 def to_batch(images: list, max_value: float) -> np.ndarray:
     """Validated images -> (N, 1, 28, 28) float32 in [0, 1], the exported model's input."""
-    return (np.asarray(images, dtype=np.float32) / np.float32(max_value)).reshape(-1, 1, SIDE, SIDE)
+    # Divide in float64: a max_value below float32's range (e.g. 5e-324) would become 0 and give NaN.
+    return (np.asarray(images, dtype=np.float64) / max_value).astype(np.float32).reshape(-1, 1, SIDE, SIDE)
 
 
 class DigitPrediction(BaseModel):
