@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import artifacts
-from service import compat, fastpath, images, runtime
+from service import compat, fastpath, images, openapi, runtime
 from service.middleware import ErrorShape, RequestGuard
 from service.schemas import (
     DigitPrediction, DigitRequest, DigitsRequest, TemperatureRequest, TemperatureResponse, to_batch,
@@ -30,6 +30,7 @@ fastpath.install()  # BentoML per-request overhead: see service/fastpath.py
 artifacts.ensure_registered()
 
 MAX_BODY_BYTES = int(os.environ.get("SERVICE_MAX_BODY_BYTES", 16 * 1024 * 1024))
+BODY_TIMEOUT_S = float(os.environ.get("SERVICE_BODY_TIMEOUT_S", 10))
 JSON = ("application/json",)
 
 
@@ -45,7 +46,10 @@ async def metadata(request: Request) -> JSONResponse:
 
 # Mounted at the root: BentoML's PassiveMount only claims the paths this app has routes for.
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", metadata, methods=["GET"])]))
-@bentoml.service(traffic={"timeout": 30})
+# Load shedding (docs/reliability.md): one worker is saturated by 1-2 requests in flight, so a 4th
+# concurrent request is answered 429 at once instead of queueing. BentoML divides max_concurrency among
+# the workers: with `workers: N` in a BentoML config, set traffic.max_concurrency to 3 x N there too.
+@bentoml.service(traffic={"timeout": 30, "max_concurrency": 3})
 class ThermoDigits:
     temperature_linear = pinned("temperature-linear")
     temperature_mlp = pinned("temperature-mlp")
@@ -106,10 +110,12 @@ class ThermoDigits:
         return self._classify(to_batch([pixels], 255))[0]
 
 
+openapi.install(ThermoDigits)  # /docs.json as the API really is: see service/openapi.py
 ThermoDigits.add_asgi_middleware(ErrorShape)
 ThermoDigits.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=MAX_BODY_BYTES,
+    body_timeout=BODY_TIMEOUT_S,
     # The image route takes uploads only: BentoML would otherwise treat a JSON string body as a URL
     # and fetch it server-side.
     content_types={"/temperature": JSON, "/digit": JSON, "/digits": JSON, "/digit/image": ("multipart/form-data",)},
