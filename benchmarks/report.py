@@ -60,7 +60,7 @@ def goals(results: dict) -> list[tuple[str, str, str, bool | None]]:
     if batch and floor:
         best = max(batch, key=lambda r: r["images_per_s"])
         ratio = best["images_per_s"] / floor
-        out.append((f"/digits (64 per request) images/s ÷ in-process ONNX Runtime at batch 256",
+        out.append(("/digits (64 per request) images/s ÷ in-process ONNX Runtime at batch 256",
                     f"{best['images_per_s']:.0f} (c={best['concurrency']}) ÷ {floor:.0f} = {ratio:.2f}",
                     f"≥ {GOALS['batch']}", ratio >= GOALS["batch"]))
     cold = results.get("cold_start", {}).get("service", {}).get("warm")

@@ -136,8 +136,10 @@ def start_service(workers: int, home: Path, logdir: Path, threads: int | None = 
     """
     env = base_env(workers, threads)
     env["BENTOML_HOME"] = str(home)
-    # Pins the worker count whatever @bentoml.service says, so both sides always run the same number.
-    env["BENTOML_CONFIG_OPTIONS"] = f"services.ThermoDigits.workers={workers} {extra_config}".strip()
+    # Pins the worker count whatever @bentoml.service says, so both sides always run the same number, and lifts
+    # the load shedding limit (traffic.max_concurrency): this measures capacity and latency, not 429s.
+    env["BENTOML_CONFIG_OPTIONS"] = (f"services.ThermoDigits.workers={workers} "
+                                     f"services.ThermoDigits.traffic.max_concurrency=100000 {extra_config}").strip()
     port = free_port()
     cmd = [PYTHON, "-m", "bentoml", "serve", ".", "--host", "127.0.0.1", "--port", str(port)]
     return _spawn("service", cmd, port, env, logdir, workers)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_server_refuses_a_tampered_model(tmp_path):
-    from conftest import free_port
+    from reliability.server import free_port
 
     home = tempfile.mkdtemp(prefix="bentoml-home-tamper-")
     env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
