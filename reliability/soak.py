@@ -1,0 +1,99 @@
+"""Soak: mixed load at about half of capacity for a long time; no errors, and memory must not creep.
+
+    python -m reliability.soak --minutes 10          # starts its own server (about 11.5 minutes)
+
+1. Capacity: closed-loop mixed load at --capacity-concurrency for 15 s (answers per second).
+2. Open-loop load at --fraction (0.5) of that rate for --warmup s, then for --minutes; the resident memory
+   (RSS) of the server's process tree and of its worker is sampled every 10 s.
+3. Pass: every answer is 200 (no 4xx/5xx, no timeout, no connection error), and RSS at the end is less
+   than 10 % above RSS at the end of the warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from reliability.load import Load, measure
+from reliability.report import save
+from reliability.server import Server, serving
+
+MAX_GROWTH = 0.10
+
+
+def worker_rss(server: Server) -> int:
+    return sum(p.memory_info().rss for p in server.workers())
+
+
+async def soak(server: Server, minutes: float, fraction: float, warmup: float, capacity_concurrency: int,
+               rate: float | None) -> dict:
+    if rate is None:
+        capacity = await measure(server.url, capacity_concurrency, 15)
+        rate = round(fraction * capacity.throughput(), 1)
+        capacity_summary = capacity.summary()
+    else:
+        capacity_summary = None
+    print(f"capacity {capacity_summary}; soaking at {rate} requests/s for {minutes} min", flush=True)
+    rss_at_start = server.rss()
+    load = Load(server.url, concurrency=64, rate=rate, seed=1)
+    total = warmup + minutes * 60
+    runner = asyncio.create_task(load.run(total))
+    samples = []
+    t0 = time.monotonic()
+    while not runner.done():
+        samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
+                        "worker_rss_mib": round(worker_rss(server) / 2**20, 1)})
+        done, _ = await asyncio.wait({runner}, timeout=10)
+    stats = runner.result()
+    samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
+                    "worker_rss_mib": round(worker_rss(server) / 2**20, 1)})
+    after_warmup = next(s for s in samples if s["t_s"] >= warmup)
+    end = samples[-1]
+    growth = (end["rss_mib"] - after_warmup["rss_mib"]) / after_warmup["rss_mib"]
+    worker_growth = (end["worker_rss_mib"] - after_warmup["worker_rss_mib"]) / after_warmup["worker_rss_mib"]
+    measured = stats.window(warmup, total)
+    errors = len([r for r in stats.results if r.status != 200])
+    return {
+        "minutes": minutes,
+        "warmup_s": warmup,
+        "capacity": capacity_summary,
+        "rate_per_s": rate,
+        "fraction_of_capacity": fraction,
+        "all": stats.summary(),
+        "after_warmup": measured.summary(),
+        "by_kind": {k: len([r for r in stats.results if r.kind == k]) for k in sorted({r.kind for r in stats.results})},
+        "errors": errors,
+        "rss_mib": {"at_start": round(rss_at_start / 2**20, 1), "after_warmup": after_warmup["rss_mib"],
+                    "end": end["rss_mib"], "max": max(s["rss_mib"] for s in samples),
+                    "growth_after_warmup": round(growth, 4)},
+        "worker_rss_mib": {"after_warmup": after_warmup["worker_rss_mib"], "end": end["worker_rss_mib"],
+                           "growth_after_warmup": round(worker_growth, 4)},
+        "rss_samples": samples,
+        "checks": {"zero errors": errors == 0, f"RSS growth under {MAX_GROWTH:.0%}": growth < MAX_GROWTH},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--fraction", type=float, default=0.5, help="of measured capacity")
+    parser.add_argument("--rate", type=float, help="requests/s (skips the capacity measurement)")
+    parser.add_argument("--warmup", type=float, default=60)
+    parser.add_argument("--capacity-concurrency", type=int, default=2, help="the saturating concurrency (reliability.overload)")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    with serving() as server:
+        result = asyncio.run(soak(server, args.minutes, args.fraction, args.warmup, args.capacity_concurrency, args.rate))
+        result["checks"]["ready at the end"] = server.ready()
+    result["passed"] = all(result["checks"].values())
+    path = save("soak", result, args.out)
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}, indent=1))
+    print(f"results: {path}\n{'PASS' if result['passed'] else 'FAIL'}")
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
