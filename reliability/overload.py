@@ -4,7 +4,7 @@
     python -m reliability.overload --url URL        # a server you started
 
 1. Closed-loop load with the mixed requests of reliability/load.py at each concurrency in --levels:
-   throughput and latency. Saturation: the smallest concurrency reaching 90 % of the best throughput.
+   throughput and latency. Saturation: the smallest concurrency reaching 95 % of the best throughput.
 2. --overload-seconds at 4x that concurrency. Pass: load is shed (429/503 answers), every other answer is
    200, no request goes unanswered (no client timeout or connection error), /readyz stays 200, and no
    answer takes longer than --max-latency.
@@ -53,7 +53,7 @@ async def overload(url: str, levels: list[int], seconds: float, overload_seconds
         curve.append({"concurrency": c, **stats.summary()})
         print(f"  concurrency {c:>3}: {json.dumps(stats.summary())}", flush=True)
     best = max(p["ok_per_s"] for p in curve)
-    saturating = next(p["concurrency"] for p in curve if p["ok_per_s"] >= 0.9 * best)
+    saturating = next(p["concurrency"] for p in curve if p["ok_per_s"] >= 0.95 * best)
     baseline = curve[0]
     normal_latency = max(3 * baseline["p99_ms"] / 1000, 0.05)
 
