@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ import time
 import httpx
 
 from reliability.load import Load
-from reliability.report import save, traffic_config
+from reliability.report import finish, traffic_config
 from reliability.server import Server, serving
 
 
@@ -112,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["checks"] = checks
     result["passed"] = all(checks.values())
-    path = save("crash", result, args.out)
-    print(json.dumps(result, indent=1))
-    print(f"results: {path}\n{'PASS' if result['passed'] else 'FAIL'}")
-    return 0 if result["passed"] else 1
+    return finish("crash", result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 import aiohttp
 
 from reliability.load import Load, measure, probe_until_normal
-from reliability.report import bentoml_config, save, traffic_config
+from reliability.report import bentoml_config, finish, traffic_config
 from reliability.server import serving
 
 RECOVER_WITHIN_S = 2.0
@@ -123,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             result = go(server.url)
             result["server_ready_after"] = server.ready()
             result["passed"] = result["passed"] and result["server_ready_after"]
-    path = save("overload", result, args.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
-    print(f"results: {path}\n{'PASS' if result['passed'] else 'FAIL'}")
-    return 0 if result["passed"] else 1
+    return finish("overload", result, args.out, hide=("curve",))
 
 
 if __name__ == "__main__":

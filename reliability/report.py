@@ -45,3 +45,11 @@ def save(name: str, data: dict, out: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
+
+
+def finish(name: str, result: dict, out: str | None = None, hide: tuple[str, ...] = ()) -> int:
+    """Save `result`, print it (without the bulky `hide` keys) and PASS/FAIL; the command's exit status."""
+    path = save(name, result, out)
+    print(json.dumps({k: v for k, v in result.items() if k not in hide}, indent=1))
+    print(f"results: {path}\n{'PASS' if result['passed'] else 'FAIL'}")
+    return 0 if result["passed"] else 1

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 
 from reliability.load import Load, measure
-from reliability.report import save
+from reliability.report import finish
 from reliability.server import Server, serving
 
 MAX_GROWTH = 0.10
@@ -89,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(soak(server, args.minutes, args.fraction, args.warmup, args.capacity_concurrency, args.rate))
         result["checks"]["ready at the end"] = server.ready()
     result["passed"] = all(result["checks"].values())
-    path = save("soak", result, args.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}, indent=1))
-    print(f"results: {path}\n{'PASS' if result['passed'] else 'FAIL'}")
-    return 0 if result["passed"] else 1
+    return finish("soak", result, args.out, hide=("rss_samples",))
 
 
 if __name__ == "__main__":
