@@ -118,7 +118,8 @@ def _spawn(name: str, cmd: list[str], port: int, env: dict[str, str], logdir: Pa
 
 
 def base_env(workers: int, threads: int | None) -> dict[str, str]:
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    # No load shedding (service/shedding.py): a benchmark measures capacity and latency, not 429s.
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "SERVICE_SHED_DEPTH": "0", "SERVICE_INFLIGHT_BYTES": str(2**40)}
     if threads is not None:
         env["SERVICE_THREADS"] = str(threads)
     return env

@@ -87,11 +87,12 @@ class ErrorShape:
         await self.app(scope, receive, capture)
 
 
-async def respond(send: Send, status: int, message: str) -> None:
+async def respond(send: Send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer with the error shape and close the connection (its unread body would otherwise have to be drained)."""
     body = error_body(message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -113,9 +114,10 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        # Let the requests that arrived with this one reach BentoML's traffic.max_concurrency semaphore (which
-        # this middleware runs inside) before this one runs to completion: endpoints run inline on the event loop
-        # (service/fastpath.py) never yield, so without this the semaphore is never contended and never sheds.
+        # Let the requests that arrived with this one reach the load-shedding counters (BentoML's
+        # traffic.max_concurrency semaphore and service/shedding.py, which this middleware runs inside) before
+        # this one runs to completion: endpoints run inline on the event loop (service/fastpath.py) and never
+        # yield, so without this the counters would never see more than one request in flight.
         await asyncio.sleep(0)
         headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
         allowed = self.content_types.get(scope["path"].rstrip("/") or "/")

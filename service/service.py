@@ -17,6 +17,7 @@ from starlette.routing import Route
 import artifacts
 from service import compat, fastpath, images, openapi, runtime
 from service.middleware import ErrorShape, RequestGuard
+from service.shedding import QueueShedder
 from service.schemas import (
     DigitPrediction, DigitRequest, DigitsRequest, TemperatureRequest, TemperatureResponse, to_batch,
 )
@@ -31,6 +32,11 @@ artifacts.ensure_registered()
 
 MAX_BODY_BYTES = int(os.environ.get("SERVICE_MAX_BODY_BYTES", 16 * 1024 * 1024))
 BODY_TIMEOUT_S = float(os.environ.get("SERVICE_BODY_TIMEOUT_S", 10))
+# Load shedding per worker (service/shedding.py): while the queue averages SHED_DEPTH / 2 or more over
+# SHED_WINDOW_S, at most SHED_DEPTH are queued (0: off); and request bodies in flight up to INFLIGHT_BYTES.
+SHED_DEPTH = int(os.environ.get("SERVICE_SHED_DEPTH", 12))
+SHED_WINDOW_S = float(os.environ.get("SERVICE_SHED_WINDOW_S", 2.0))
+INFLIGHT_BYTES = int(os.environ.get("SERVICE_INFLIGHT_BYTES", 64 * 1024 * 1024))
 JSON = ("application/json",)
 
 
@@ -46,11 +52,11 @@ async def metadata(request: Request) -> JSONResponse:
 
 # Mounted at the root: BentoML's PassiveMount only claims the paths this app has routes for.
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", metadata, methods=["GET"])]))
-# Load shedding (docs/reliability.md): one worker's throughput is flat from 2 requests in flight, so
-# more only wait; beyond 6 a request is answered 429 at once instead of queueing. 6, not less: normal
-# load at half the capacity reaches 4 in flight in bursts (3 refused 0.08 % of it). BentoML divides
-# max_concurrency among the workers: with `workers: N` in a BentoML config, set it to 6 x N there too.
-@bentoml.service(traffic={"timeout": 30, "max_concurrency": 6})
+# max_concurrency is only the hard cap on a burst (more is 429 at once); overload that lasts is shed by
+# service/shedding.py. 64: a worker stalled 300 ms by the host at half its capacity comes back to ~40
+# requests, which it drains in ~0.2 s (docs/reliability.md); memory is bounded by INFLIGHT_BYTES. BentoML
+# divides max_concurrency among the workers: with `workers: N` in a BentoML config, set it to 64 x N there.
+@bentoml.service(traffic={"timeout": 30, "max_concurrency": 64})
 class ThermoDigits:
     temperature_linear = pinned("temperature-linear")
     temperature_mlp = pinned("temperature-mlp")
@@ -113,6 +119,8 @@ class ThermoDigits:
 
 openapi.install(ThermoDigits)  # /docs.json as the API really is: see service/openapi.py
 ThermoDigits.add_asgi_middleware(ErrorShape)
+ThermoDigits.add_asgi_middleware(QueueShedder, depth=SHED_DEPTH, window=SHED_WINDOW_S, max_bytes=INFLIGHT_BYTES,
+                                 unknown_size=MAX_BODY_BYTES)
 ThermoDigits.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=MAX_BODY_BYTES,
