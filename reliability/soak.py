@@ -16,6 +16,8 @@ import asyncio
 import sys
 import time
 
+import psutil
+
 from reliability.load import Load, measure
 from reliability.report import finish
 from reliability.server import Server, serving
@@ -25,6 +27,11 @@ MAX_GROWTH = 0.10
 
 def worker_rss(server: Server) -> int:
     return sum(p.memory_info().rss for p in server.workers())
+
+
+def cpu_steal() -> float:
+    """Seconds of CPU time the hypervisor has taken from this machine since boot (0 on bare metal)."""
+    return getattr(psutil.cpu_times(), "steal", 0.0)
 
 
 async def soak(server: Server, minutes: float, fraction: float, warmup: float, capacity_concurrency: int,
@@ -42,13 +49,23 @@ async def soak(server: Server, minutes: float, fraction: float, warmup: float, c
     runner = asyncio.create_task(load.run(total))
     samples = []
     t0 = time.monotonic()
+    last = (t0, cpu_steal())
+
+    def sample() -> dict:
+        # steal: the share of the machine's CPUs the hypervisor took since the last sample; stalls and the
+        # bursts of requests they cause come with it (docs/reliability.md)
+        nonlocal last
+        now, steal = time.monotonic(), cpu_steal()
+        share = (steal - last[1]) / max(1e-9, (now - last[0]) * (psutil.cpu_count() or 1))
+        last = (now, steal)
+        return {"t_s": round(now - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
+                "worker_rss_mib": round(worker_rss(server) / 2**20, 1), "cpu_steal_pct": round(100 * share, 1)}
+
     while not runner.done():
-        samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
-                        "worker_rss_mib": round(worker_rss(server) / 2**20, 1)})
+        samples.append(sample())
         done, _ = await asyncio.wait({runner}, timeout=10)
     stats = runner.result()
-    samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
-                    "worker_rss_mib": round(worker_rss(server) / 2**20, 1)})
+    samples.append(sample())
     after_warmup = next(s for s in samples if s["t_s"] >= warmup)
     end = samples[-1]
     growth = (end["rss_mib"] - after_warmup["rss_mib"]) / after_warmup["rss_mib"]
@@ -65,11 +82,16 @@ async def soak(server: Server, minutes: float, fraction: float, warmup: float, c
         "after_warmup": measured.summary(),
         "by_kind": {k: len([r for r in stats.results if r.kind == k]) for k in sorted({r.kind for r in stats.results})},
         "errors": errors,
+        # When and what: errors that come in bursts point at a stall, spread-out ones at a tight limit.
+        "not_ok_first_100": [{"t_s": round(r.start, 3), "latency_ms": round(r.latency * 1000, 1), "status": r.status,
+                              "kind": r.kind, "error": r.error} for r in stats.results if r.status != 200][:100],
         "rss_mib": {"at_start": round(rss_at_start / 2**20, 1), "after_warmup": after_warmup["rss_mib"],
                     "end": end["rss_mib"], "max": max(s["rss_mib"] for s in samples),
                     "growth_after_warmup": round(growth, 4)},
         "worker_rss_mib": {"after_warmup": after_warmup["worker_rss_mib"], "end": end["worker_rss_mib"],
                            "growth_after_warmup": round(worker_growth, 4)},
+        "cpu_steal_pct": {"max_10s": max(s["cpu_steal_pct"] for s in samples[1:]),
+                          "mean": round(sum(s["cpu_steal_pct"] for s in samples[1:]) / max(1, len(samples) - 1), 1)},
         "rss_samples": samples,
         "checks": {"zero errors": errors == 0, f"RSS growth under {MAX_GROWTH:.0%}": growth < MAX_GROWTH},
     }
