@@ -5,6 +5,8 @@
 1. Capacity: closed-loop mixed load at --capacity-concurrency for 15 s (answers per second).
 2. Open-loop load at --fraction (0.5) of that rate for --warmup s, then for --minutes; the resident memory
    (RSS) of the server's process tree and of its worker is sampled every 10 s.
+   --freeze-ms N freezes the worker (SIGSTOP ... SIGCONT) for N ms every --freeze-every s, as a host that
+   deschedules it does (CPU steal): the requests sent meanwhile reach it all at once.
 3. Pass: every answer is 200 (no 4xx/5xx, no timeout, no connection error), and RSS at the end is less
    than 10 % above RSS at the end of the warm-up.
 """
@@ -13,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -34,8 +40,35 @@ def cpu_steal() -> float:
     return getattr(psutil.cpu_times(), "steal", 0.0)
 
 
+@contextlib.contextmanager
+def freezing(server: Server, ms: float, every: float):
+    """Freeze the server's workers for `ms` milliseconds every `every` seconds until the block ends; yields a
+    list that holds one entry per freeze."""
+    done, freezes = threading.Event(), []
+
+    def run() -> None:
+        while not done.wait(every):
+            pids = [p.pid for p in server.workers()]
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(ms / 1000)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            freezes.append(len(pids))
+
+    thread = threading.Thread(target=run, daemon=True)
+    if ms > 0:
+        thread.start()
+    try:
+        yield freezes
+    finally:
+        done.set()
+        if ms > 0:
+            thread.join()
+
+
 async def soak(server: Server, minutes: float, fraction: float, warmup: float, capacity_concurrency: int,
-               rate: float | None) -> dict:
+               rate: float | None, freeze_ms: float = 0, freeze_every: float = 1.0) -> dict:
     if rate is None:
         capacity = await measure(server.url, capacity_concurrency, 15)
         rate = round(fraction * capacity.throughput(), 1)
@@ -46,7 +79,6 @@ async def soak(server: Server, minutes: float, fraction: float, warmup: float, c
     rss_at_start = server.rss()
     load = Load(server.url, concurrency=64, rate=rate, seed=1)
     total = warmup + minutes * 60
-    runner = asyncio.create_task(load.run(total))
     samples = []
     t0 = time.monotonic()
     last = (t0, cpu_steal())
@@ -61,10 +93,12 @@ async def soak(server: Server, minutes: float, fraction: float, warmup: float, c
         return {"t_s": round(now - t0, 1), "rss_mib": round(server.rss() / 2**20, 1),
                 "worker_rss_mib": round(worker_rss(server) / 2**20, 1), "cpu_steal_pct": round(100 * share, 1)}
 
-    while not runner.done():
-        samples.append(sample())
-        done, _ = await asyncio.wait({runner}, timeout=10)
-    stats = runner.result()
+    with freezing(server, freeze_ms, freeze_every) as freezes:
+        runner = asyncio.create_task(load.run(total))
+        while not runner.done():
+            samples.append(sample())
+            await asyncio.wait({runner}, timeout=10)
+        stats = runner.result()
     samples.append(sample())
     after_warmup = next(s for s in samples if s["t_s"] >= warmup)
     end = samples[-1]
@@ -77,6 +111,7 @@ async def soak(server: Server, minutes: float, fraction: float, warmup: float, c
         "warmup_s": warmup,
         "capacity": capacity_summary,
         "rate_per_s": rate,
+        "freezes": {"ms": freeze_ms, "every_s": freeze_every, "count": len(freezes)} if freeze_ms else None,
         "fraction_of_capacity": fraction,
         "all": stats.summary(),
         "after_warmup": measured.summary(),
@@ -104,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="requests/s (skips the capacity measurement)")
     parser.add_argument("--warmup", type=float, default=60)
     parser.add_argument("--capacity-concurrency", type=int, default=2, help="the saturating concurrency (reliability.overload)")
+    parser.add_argument("--freeze-ms", type=float, default=0, help="freeze the worker this long (default: never)")
+    parser.add_argument("--freeze-every", type=float, default=1.0, help="seconds between freezes")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     with serving() as server:
-        result = asyncio.run(soak(server, args.minutes, args.fraction, args.warmup, args.capacity_concurrency, args.rate))
+        result = asyncio.run(soak(server, args.minutes, args.fraction, args.warmup, args.capacity_concurrency, args.rate,
+                                  args.freeze_ms, args.freeze_every))
         result["checks"]["ready at the end"] = server.ready()
     result["passed"] = all(result["checks"].values())
     return finish("soak", result, args.out, hide=("rss_samples",))
