@@ -45,6 +45,9 @@ def freezing(server: Server, ms: float, every: float):
     """Freeze the server's workers for `ms` milliseconds every `every` seconds until the block ends; yields a
     list that holds one entry per freeze."""
     done, freezes = threading.Event(), []
+    if ms <= 0:
+        yield freezes
+        return
 
     def run() -> None:
         while not done.wait(every):
@@ -57,14 +60,12 @@ def freezing(server: Server, ms: float, every: float):
             freezes.append(len(pids))
 
     thread = threading.Thread(target=run, daemon=True)
-    if ms > 0:
-        thread.start()
+    thread.start()
     try:
         yield freezes
     finally:
         done.set()
-        if ms > 0:
-            thread.join()
+        thread.join()
 
 
 async def soak(server: Server, minutes: float, fraction: float, warmup: float, capacity_concurrency: int,

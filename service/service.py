@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import artifacts
-from service import compat, fastpath, images, openapi, runtime
+from service import compat, fastpath, images, openapi, runtime, shedding
 from service.middleware import ErrorShape, RequestGuard
-from service.shedding import QueueShedder
 from service.schemas import (
     DigitPrediction, DigitRequest, DigitsRequest, TemperatureRequest, TemperatureResponse, to_batch,
 )
@@ -34,8 +33,8 @@ MAX_BODY_BYTES = int(os.environ.get("SERVICE_MAX_BODY_BYTES", 16 * 1024 * 1024))
 BODY_TIMEOUT_S = float(os.environ.get("SERVICE_BODY_TIMEOUT_S", 10))
 # Load shedding per worker (service/shedding.py): while the queue averages SHED_DEPTH / 2 or more over
 # SHED_WINDOW_S, at most SHED_DEPTH are queued (0: off); and request bodies in flight up to INFLIGHT_BYTES.
-SHED_DEPTH = int(os.environ.get("SERVICE_SHED_DEPTH", 12))
-SHED_WINDOW_S = float(os.environ.get("SERVICE_SHED_WINDOW_S", 2.0))
+SHED_DEPTH = int(os.environ.get("SERVICE_SHED_DEPTH", shedding.DEPTH))
+SHED_WINDOW_S = float(os.environ.get("SERVICE_SHED_WINDOW_S", shedding.WINDOW_S))
 INFLIGHT_BYTES = int(os.environ.get("SERVICE_INFLIGHT_BYTES", 64 * 1024 * 1024))
 JSON = ("application/json",)
 
@@ -119,7 +118,7 @@ class ThermoDigits:
 
 openapi.install(ThermoDigits)  # /docs.json as the API really is: see service/openapi.py
 ThermoDigits.add_asgi_middleware(ErrorShape)
-ThermoDigits.add_asgi_middleware(QueueShedder, depth=SHED_DEPTH, window=SHED_WINDOW_S, max_bytes=INFLIGHT_BYTES,
+ThermoDigits.add_asgi_middleware(shedding.QueueShedder, depth=SHED_DEPTH, window=SHED_WINDOW_S, max_bytes=INFLIGHT_BYTES,
                                  unknown_size=MAX_BODY_BYTES)
 ThermoDigits.add_asgi_middleware(
     RequestGuard,

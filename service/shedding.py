@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from service.middleware import Receive, Scope, Send, respond
 
 RETRY_AFTER = ((b"retry-after", b"1"),)
+DEPTH, WINDOW_S = 12, 2.0  # the defaults of SERVICE_SHED_DEPTH and SERVICE_SHED_WINDOW_S (docs/reliability.md)
 
 
 class QueueShedder:
     """ASGI middleware; counts per worker process (every worker has its own queue)."""
 
     def __init__(self, app: Callable, depth: int, window: float, max_bytes: int, unknown_size: int,
-                 clock: Callable[[], float] = time.monotonic, **_: Any):
+                 clock: Callable[[], float] = time.monotonic):
         self.app = app
         self.depth = depth  # 0: no queue-based shedding
         self.window = window

@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 from service.openapi import ERROR_SCHEMA
+from service.shedding import DEPTH as SHED_DEPTH, WINDOW_S as SHED_WINDOW_S
 from training.temperature import closed_form
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the default SERVICE_MAX_BODY_BYTES
 BODY_TIMEOUT_S = 2.0  # SERVICE_BODY_TIMEOUT_S for this server (default 10 s), to keep the slow-client case short
 ANSWER_WITHIN_S = 1.0
-SHED_DEPTH, SHED_WINDOW_S = 12, 2.0  # the defaults of SERVICE_SHED_DEPTH and SERVICE_SHED_WINDOW_S
 ERROR = jsonschema_rs.validator_for(ERROR_SCHEMA)
 
 
@@ -227,39 +227,46 @@ def test_tiny_max_value_gives_finite_probabilities(http, digit):
     assert r.json()["digit"] == label
 
 
+@pytest.fixture(scope="module")
+def batch(digit) -> bytes:
+    """A /digits body of 32 copies of the digit."""
+    return json.dumps({"images": [digit[0].tolist()] * 32}).encode()
+
+
+async def post_digits(session, url: str, body: bytes) -> tuple[int, dict, dict]:
+    """POST /digits: (status, headers, JSON body)."""
+    async with session.post(url + "/digits", data=body, headers={"content-type": "application/json"}) as r:
+        return r.status, dict(r.headers), await r.json(content_type=None)
+
+
 async def at_once(url: str, body: bytes, n: int) -> list[tuple[int, dict, dict]]:
-    """n POST /digits with `body`, all sent at once: (status, headers, JSON body) each."""
+    """n POST /digits with `body`, all sent at once."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0)  # aiohttp's default of 100 connections would queue them client-side
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), connector=connector) as session:
-        async def one():
-            async with session.post(url + "/digits", data=body, headers={"content-type": "application/json"}) as r:
-                return r.status, dict(r.headers), await r.json(content_type=None)
-        return await asyncio.gather(*(one() for _ in range(n)))
+        return await asyncio.gather(*(post_digits(session, url, body) for _ in range(n)))
 
 
-def test_a_burst_under_max_concurrency_is_served_in_full(server, http, digit):
+def test_a_burst_under_max_concurrency_is_served_in_full(server, http, digit, batch):
     """40 requests at once: deeper than the shedding depth (12), but a burst that drains adds little to the
     queue's two-second average: it is queued and answered, not refused (service/shedding.py)."""
     time.sleep(2 * SHED_WINDOW_S)  # what earlier tests queued has left the average (to under 14 %)
-    body = json.dumps({"images": [digit[0].tolist()] * 32}).encode()
-    answers = asyncio.run(at_once(server, body, 40))
+    answers = asyncio.run(at_once(server, batch, 40))
     assert [status for status, _, _ in answers] == [200] * 40, [b for _, _, b in answers if "error" in b][:3]
     assert all(len(b) == 32 and b[0]["digit"] == digit[1] for _, _, b in answers)
     assert_healthy(http, digit)
 
 
-def test_a_burst_beyond_max_concurrency_is_shed_with_429_and_leaves_no_trace(server, http, digit):
+def test_a_burst_beyond_max_concurrency_is_shed_with_429_and_leaves_no_trace(server, http, digit, batch):
     """1.5 x max_concurrency requests at once, past the hard cap (traffic.max_concurrency in service/service.py): some
     429, the rest 200. At least SHED_DEPTH are served (all up to the cap unless an earlier test left the worker
     counting as overloaded: service/shedding.py)."""
     from reliability.report import traffic_config
 
     limit = traffic_config()["max_concurrency"]
-    body = json.dumps({"images": [digit[0].tolist()] * 32}).encode()
     started = time.monotonic()
-    answers = asyncio.run(at_once(server, body, limit + limit // 2))
+    answers = asyncio.run(at_once(server, batch, limit + limit // 2))
     statuses = sorted(status for status, _, _ in answers)
     assert set(statuses) == {200, 429}, statuses
     assert statuses.count(200) >= SHED_DEPTH
@@ -272,19 +279,17 @@ def test_a_burst_beyond_max_concurrency_is_shed_with_429_and_leaves_no_trace(ser
     assert_healthy(http, digit)
 
 
-def test_a_queue_that_stands_is_shed_with_429_and_retry_after(server, http, digit):
+def test_a_queue_that_stands_is_shed_with_429_and_retry_after(server, http, digit, batch):
     """32 clients sending 32-image batches back to back for 4 s keep the queue at 6 or more on average: overload,
     and service/shedding.py refuses requests beyond 12 queued with 429 and Retry-After; every other answer is
     right, and it is normal after."""
     import aiohttp
 
-    body = json.dumps({"images": [digit[0].tolist()] * 32}).encode()
     answers: list[tuple[int, dict, dict]] = []
 
     async def client(session, until):
         while time.monotonic() < until:
-            async with session.post(server + "/digits", data=body, headers={"content-type": "application/json"}) as r:
-                answers.append((r.status, dict(r.headers), await r.json(content_type=None)))
+            answers.append(await post_digits(session, server, batch))
 
     async def load():
         until = time.monotonic() + 4
