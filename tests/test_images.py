@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import struct
 import warnings
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from harness.payloads import crafted_png, encode, mnist_test
 from service import images
 from service.images import ImageError, preprocess, to_mnist
 
-REPO = Path(__file__).resolve().parents[1]
-MNIST_ROOT = Path(os.environ.get("MNIST_DATA_ROOT", REPO.parent / "shared" / "data" / "mnist"))
 N_DIGITS = 50
 
 
@@ -28,28 +23,7 @@ N_DIGITS = 50
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
     """The first N_DIGITS MNIST test images, (N, 28, 28) uint8, read from the raw IDX file."""
-    raw = (MNIST_ROOT / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
-    magic, count, rows, cols = struct.unpack(">IIII", raw[:16])
-    assert (magic, count, rows, cols) == (2051, 10000, 28, 28)
-    return np.frombuffer(raw, np.uint8, offset=16, count=N_DIGITS * 28 * 28).reshape(-1, 28, 28)
-
-
-def encode(img: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def crafted_png(width: int, height: int, raw: bytes = b"\x00" * 64) -> bytes:
-    """A tiny PNG whose header declares width x height (8-bit greyscale); by default its
-    IDAT holds far too little data for that size, as a decompression bomb's header would."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(raw)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    return mnist_test(N_DIGITS, synthetic=False)[0]
 
 
 def upscaled(digit: np.ndarray, size: int = 200) -> Image.Image:

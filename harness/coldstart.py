@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from benchmarks import servers
-from benchmarks.payloads import Payload
+from harness import server as servers
+from harness.payloads import Payload
 
 
 def first_requests(server: servers.Server, payloads: dict[str, Payload]) -> dict[str, float]:
@@ -27,7 +27,7 @@ def measure(start, payloads: dict[str, Payload], trials: int) -> list[dict]:
     for _ in range(trials):
         server = start()
         try:
-            ready = servers.wait_ready(server)
+            ready = server.wait_ready()
             first = first_requests(server, payloads)
         finally:
             server.stop()
@@ -35,12 +35,12 @@ def measure(start, payloads: dict[str, Payload], trials: int) -> list[dict]:
     return results
 
 
-def service_trials(workers: int, home: Path, logdir: Path, trials: int, payloads: dict[str, Payload],
-                   extra_config: str = "") -> dict:
-    """The first start imports the committed models into an empty model store; later ones find them there."""
-    start = lambda: servers.start_service(workers, home, logdir, extra_config=extra_config)  # noqa: E731
+def service_trials(home: Path, logdir: Path, trials: int, payloads: dict[str, Payload], **service) -> dict:
+    """The first start imports the committed models into an empty model store; later ones find them there.
+    `service`: start_service's workers, bentoml_config and env."""
+    start = lambda: servers.start_service(home=home, logdir=logdir, **service)  # noqa: E731
     return {"empty_store": measure(start, payloads, 1), "warm": measure(start, payloads, trials)}
 
 
-def baseline_trials(workers: int, logdir: Path, trials: int, payloads: dict[str, Payload]) -> dict:
-    return {"warm": measure(lambda: servers.start_baseline(workers, logdir), payloads, trials)}
+def baseline_trials(workers: int, logdir: Path, trials: int, payloads: dict[str, Payload], env=None) -> dict:
+    return {"warm": measure(lambda: servers.start_baseline(workers, env, logdir), payloads, trials)}

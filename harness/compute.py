@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.payloads import mnist_images
+from harness.payloads import mnist_test
 from service import runtime
+from service.settings import Settings
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mnist-fc"
 
 
 def images_per_s(batch: int, threads: int, seconds: float = 2.0) -> float:
     """Best of three timed loops of `seconds`/3 each, one session run per iteration, after a warm-up."""
-    settings = runtime.Settings(backend="onnx", device="cpu", threads=threads)
+    settings = Settings(backend="onnx", device="cpu", threads=threads)
     model = runtime.load(MODEL, settings, "cpu")
-    images = mnist_images(batch)
+    images = mnist_test(batch)[0]
     x = np.ascontiguousarray((images.astype(np.float32) / 255).reshape(-1, 1, 28, 28))
     for _ in range(20):
         model.predict(x)

@@ -1,6 +1,6 @@
 """Where a worker's time goes: py-spy samples one `bentoml serve` worker while wrk loads one endpoint, then groups the stacks.
 
-    .venv/bin/python -m benchmarks.profile --endpoint temperature --seconds 10
+    .venv/bin/python -m harness.profile --endpoint temperature --seconds 10
 
 Prints markdown tables: the share of the worker's busy samples charged to each part of the request
 path (idle waiting in epoll is not sampled), and the top leaf functions.
@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import load, payloads, servers
+from harness import payloads, wrk
+from harness.server import parse_env, start_service
 
 # (label, regex on one frame "function (/full/path.py:line)"). Each sample is charged to the innermost
 # frame that matches any row (rows tried in order for that frame), so the shares are exclusive and add
@@ -79,38 +80,42 @@ def summarise(stacks: collections.Counter, total: int, top: int = 12) -> str:
     return "\n".join(rows)
 
 
-def profile(endpoint: str, seconds: float, concurrency: int, rate: int = 250, extra_config: str = "") -> str:
+def profile(endpoint: str, seconds: float, concurrency: int, rate: int = 250, bentoml_config: str = "",
+            env: dict[str, str] | None = None) -> str:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    logdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    p = payloads.all_payloads()[endpoint]
-    body = payloads.write(logdir / "bodies")[endpoint]
-    server = servers.start_service(1, servers.new_home(), logdir, extra_config=extra_config)
+    logdir = Path(tempfile.mkdtemp(prefix="harness-profile-"))
+    ps = payloads.bench_payloads()
+    p, body = ps[endpoint], payloads.write_bodies(logdir / "bodies", ps)[endpoint]
+    server = start_service(bentoml_config=bentoml_config, env=env, logdir=logdir)
     try:
-        servers.wait_ready(server)
-        load.run(server.url, p, body, concurrency, 2, "service")  # warm-up
+        server.wait_ready()
+        wrk.run(server.url, p, body, concurrency, 2)  # warm-up
         worker = server.workers()[0].pid
         raw = logdir / "pyspy.txt"
         # --nonblocking: sample without pausing the worker, so the profile does not slow what it measures.
         spy = subprocess.Popen([pyspy, "record", "-p", str(worker), "-d", str(int(seconds) + 1), "-r", str(rate),
                                 "--nonblocking", "--full-filenames", "-f", "raw", "-o", str(raw)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        result = load.run(server.url, p, body, concurrency, seconds, "service")
+        result = wrk.run(server.url, p, body, concurrency, seconds)
         spy.wait()
     finally:
         server.stop()
     stacks, total = parse_raw(raw)
     head = (f"py-spy, {rate} Hz, one worker, `{endpoint}` at concurrency {concurrency} for {seconds:g} s "
-            f"({result.rps:.0f} req/s while sampled), {total} samples\n\n")
+            f"({result.rps:.0f} 2xx/s while sampled, {result.non_2xx} non-2xx), {total} samples\n\n")
     return head + summarise(stacks, total)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--endpoint", default="temperature", choices=list(payloads.all_payloads()))
+    ap.add_argument("--endpoint", default="temperature", choices=list(payloads.bench_payloads()))
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--bentoml-config", default="", help="extra BENTOML_CONFIG_OPTIONS for the service (default: none)")
+    ap.add_argument("--env", action="append", metavar="KEY=VALUE", help="extra environment for the service")
     args = ap.parse_args()
-    print(profile(args.endpoint, args.seconds, args.concurrency))
+    print(profile(args.endpoint, args.seconds, args.concurrency, bentoml_config=args.bentoml_config,
+                  env=parse_env(args.env)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Schemathesis hooks for this service: load with SCHEMATHESIS_HOOKS=reliability.st_hooks (reliability/fuzz.py does).
+"""Schemathesis hooks for this service: load with SCHEMATHESIS_HOOKS=harness.st_hooks (harness/fuzz.py does).
 
 * Valid image files for the multipart ``image`` field: its encoding names image/png, image/jpeg, ...;
   without a strategy per media type schemathesis would send random bytes as "schema-valid" data.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import atexit
 import collections
-import io
 import json
+import math
 import os
 import threading
 
@@ -21,6 +21,9 @@ import numpy as np
 import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
+
+import artifacts
+from harness.payloads import MEDIA_TYPES, encode
 
 # Pillow modes each format can write, all accepted by the service.
 MODES = {
@@ -30,7 +33,6 @@ MODES = {
     "GIF": ("L", "P"),
     "WEBP": ("RGB", "RGBA"),
 }
-MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "GIF": "image/gif", "WEBP": "image/webp"}
 
 
 @st.composite
@@ -58,9 +60,7 @@ def image_files(draw, fmt: str) -> bytes:
         img = Image.merge("LA", (img, Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), "L")))
     elif mode != "L":
         img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, fmt)
-    return buf.getvalue()
+    return encode(img, fmt)
 
 
 for _fmt, _media_type in MEDIA_TYPES.items():
@@ -94,9 +94,62 @@ def _is_positive(case) -> bool:
     return meta is not None and meta.generation.mode.is_positive
 
 
+V2_INFER = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+V2_MODELS = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name) for name in artifacts.MODEL_NAMES}
+V2_DATATYPES = {"float32": "FP32", "float64": "FP64"}
+V2_DROP = {"binary_data_size", "classification", "shared_memory_region", "shared_memory_byte_size",
+           "shared_memory_offset"}  # binary data needs a binary body; the rest are refused by design
+
+
+def _finite_numbers(value) -> list[float]:
+    if isinstance(value, list):
+        return [x for v in value for x in _finite_numbers(v)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 1e300:
+        return [float(value)]
+    return []
+
+
+def _v2_params(params) -> dict:
+    return {k: v for k, v in params.items() if k not in V2_DROP} if isinstance(params, dict) else {}
+
+
+def _v2_consistent(case) -> None:
+    """A positive /v2 infer case: rebuild its input tensor from the generated numbers so that it fits the model
+    (the length of `data` = the product of `shape`, the model's name and datatype: rules JSON Schema cannot state)."""
+    model = V2_MODELS[case.path_parameters["name"]]
+    if "version" in case.path_parameters:
+        case.path_parameters = {**case.path_parameters, "version": model["version"]}
+    spec = model["inputs"][0]
+    generated = case.body["inputs"][0] if case.body.get("inputs") else {}
+    values = _finite_numbers(generated.get("data")) or [0.0]
+    per_row = math.prod(d for d in spec["shape"] if d != -1)
+    batch = min(max(1, len(values) // per_row), 8)
+    values = (values * math.ceil(batch * per_row / len(values)))[: batch * per_row]
+    low, high = spec.get("range", (-math.inf, math.inf))
+    tensor = {"name": spec["name"], "datatype": V2_DATATYPES[spec["dtype"]],
+              "shape": [batch if d == -1 else d for d in spec["shape"]],
+              "data": [min(max(v, low), high) for v in values]}
+    if _v2_params(generated.get("parameters")):
+        tensor["parameters"] = _v2_params(generated["parameters"])
+    body = {**case.body, "inputs": [tensor]}  # a new dict: the coverage phase shares bodies between cases
+    if "parameters" in body:
+        body["parameters"] = _v2_params(body["parameters"])
+    if body.get("outputs"):
+        first = body["outputs"][0]
+        output = {"name": model["outputs"][0]["name"]}
+        if _v2_params(first.get("parameters")):
+            output["parameters"] = _v2_params(first["parameters"])
+        body["outputs"] = [output]
+    case.body = body
+
+
 @schemathesis.hook
 def map_case(context, case):
-    """Positive /digit(s) cases: raise max_value to the largest pixel when needed (stays within the schema)."""
+    """Positive cases: /v2 infer tensors made consistent with the model; for /digit(s), max_value raised to the
+    largest pixel when needed (both stay within the schema)."""
+    if _is_positive(case) and case.operation.path in V2_INFER and isinstance(case.body, dict):
+        _v2_consistent(case)
+        return case
     images = _images_of(case.body) if _is_positive(case) else None
     if images:
         top = _top_pixel(images)

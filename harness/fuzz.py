@@ -1,11 +1,11 @@
 """Schema fuzzing of every endpoint with schemathesis, against a real `bentoml serve`.
 
-    python -m reliability.fuzz --cases 1000            # the long run (starts its own server)
-    python -m reliability.fuzz --cases 1000 --url http://127.0.0.1:3000
+    python -m harness.fuzz --cases 1000            # the long run (starts its own server)
+    python -m harness.fuzz --cases 1000 --url http://127.0.0.1:3000
 
 Runs ``schemathesis run <url>/docs.json`` with every check (`--checks all`: no 5xx, status codes,
 content types and bodies as documented, schema-valid data accepted, invalid data refused), a fixed
-seed, hooks from reliability/st_hooks.py, and counts what was sent per endpoint. Exit status 0 only
+seed, hooks from harness/st_hooks.py, and counts what was sent per endpoint. Exit status 0 only
 when schemathesis found nothing and every documented operation was exercised.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from reliability.report import save
-from reliability.server import REPO, serving
+from harness.report import save
+from harness.server import REPO, serving
 
 SEED = 20261126
 
@@ -92,7 +92,7 @@ def run(url: str, cases: int, seed: int = SEED, workers: int = 1, report_dir: st
         "--no-color",
         *extra,
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "reliability.st_hooks", "FUZZ_COUNTS_FILE": str(counts_file),
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "harness.st_hooks", "FUZZ_COUNTS_FILE": str(counts_file),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     started = time.monotonic()
     proc = subprocess.run(command, cwd=report_dir, env=env, capture_output=True, text=True, timeout=timeout)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--url", help="fuzz this running server instead of starting one")
     parser.add_argument("--report-dir", default=None, help="where schemathesis' reports go (default: a temp dir)")
-    parser.add_argument("--out", help="JSON results file (default reliability/results/fuzz-<date>.json)")
+    parser.add_argument("--out", help="JSON results file (default harness/results/fuzz-<date>.json)")
     args = parser.parse_args(argv)
 
     def go(url: str) -> FuzzResult:

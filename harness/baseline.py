@@ -2,7 +2,7 @@
 
 It shares the service's model loader (service.runtime, so the same ONNX Runtime session options) and
 image preprocessing (service.images), and nothing of BentoML: no pydantic validation, middleware,
-metrics or tracing. Run it with `uvicorn benchmarks.baseline:app --workers N`.
+metrics or tracing. Run it with `uvicorn harness.baseline:app --workers N`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import images, runtime
-
+from service.settings import Settings
 
 
 def _set_nodelay(sock: socket.socket) -> None:
@@ -34,7 +34,7 @@ def _set_nodelay(sock: socket.socket) -> None:
 asyncio.base_events._set_nodelay = _set_nodelay
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-settings = runtime.Settings.from_env()
+settings = Settings.from_env()
 device = runtime.select_device(settings.backend, settings.device)
 models = {name: runtime.load(MODELS / name, settings, device) for name in ("temperature-linear", "temperature-mlp", "mnist-fc")}
 

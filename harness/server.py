@@ -1,0 +1,210 @@
+"""Start, probe and stop the servers under test (`bentoml serve` of the repo or a Bento, and the uvicorn baseline), and read their processes."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER_MARK = "_bentoml_impl.worker.service"  # in the command line of BentoML's request-serving processes
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or did not become ready in time; the message ends with its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url: str, method: str = "GET", path: str = "/readyz", body: bytes | None = None,
+            content_type: str | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    """One blocking request: (status, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Server:
+    """A running server in its own process group: port, log, and its process tree."""
+
+    name: str
+    proc: subprocess.Popen | None  # None: a server started elsewhere (`external`), known by its URL only
+    port: int
+    log_file: IO[str] | None  # stdout and stderr (opened w+: seek(0) and read() to see it)
+    started: float = field(default_factory=time.perf_counter)
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def external(cls, url: str) -> "Server":
+        parts = urlsplit(url)
+        return cls("external", None, parts.port or 80, None, host=parts.hostname)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def processes(self) -> list[psutil.Process]:
+        """The started process and all its descendants (circus arbiter, workers; uvicorn's children)."""
+        with contextlib.suppress(psutil.Error, AttributeError):
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        return []
+
+    def workers(self) -> list[psutil.Process]:
+        """The processes that serve requests: BentoML's workers, or uvicorn's spawned children (or uvicorn itself)."""
+        found = []
+        for p in self.processes()[1:]:
+            with contextlib.suppress(psutil.Error):
+                cmd = " ".join(p.cmdline())
+                if WORKER_MARK in cmd or ("spawn_main" in cmd and "resource_tracker" not in cmd):
+                    found.append(p)
+        if not found and self.name == "baseline":
+            return self.processes()[:1]  # uvicorn with one worker serves from its main process
+        return sorted(found, key=lambda p: p.pid)
+
+    def rss(self) -> int:
+        """Resident memory of the whole process tree, in bytes."""
+        total = 0
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def rss_mib(self) -> list[float]:
+        """Resident memory of each worker, MiB."""
+        out = []
+        for p in self.workers():
+            with contextlib.suppress(psutil.Error):
+                out.append(round(p.memory_info().rss / 2**20, 1))
+        return out
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the whole process tree so far."""
+        total = 0.0
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def ready(self, timeout: float = 1.0) -> bool:
+        try:
+            return request(self.url, timeout=timeout)[0] == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 120, poll: float = 0.02) -> float:
+        """Seconds from process start until GET /readyz answered 200 (polled every `poll` s); ServerFailed if never."""
+        deadline = time.perf_counter() + timeout
+        while not self.ready(timeout=2):
+            if self.proc.poll() is not None or time.perf_counter() > deadline:
+                raise ServerFailed(f"{self.name} ({' '.join(self.proc.args)}) did not become ready:\n{self.log()[-4000:]}")
+            time.sleep(poll)
+        return time.perf_counter() - self.started
+
+    def wait_idle(self, timeout: float = 15, window: float = 0.2, busy_fraction: float = 0.05) -> None:
+        """Return once the tree used under `busy_fraction` of a core for `window` s: what a previous run queued is done."""
+        deadline = time.perf_counter() + timeout
+        before = self.cpu_seconds()
+        while time.perf_counter() < deadline:
+            time.sleep(window)
+            now = self.cpu_seconds()
+            if now - before < busy_fraction * window:
+                return
+            before = now
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL after 20 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log_file.close()
+
+
+def _spawn(name: str, cmd: list[str], cwd: Path, env: dict[str, str], port: int, logdir: Path) -> Server:
+    log = open(logdir / f"{name}-{port}.log", "w+")
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return Server(name, proc, port, log, started)
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str]:
+    """`--env KEY=VALUE` options as a dict."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def config_options(base: str = "", workers: int = 1, bentoml_config: str = "") -> str:
+    """BENTOML_CONFIG_OPTIONS for a run: `base`, the worker count when not 1, then `bentoml_config` (none by default)."""
+    pinned = f"services.ThermoDigits.workers={workers}" if workers != 1 else ""
+    return " ".join(filter(None, [base, pinned, bentoml_config]))
+
+
+def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, workers: int = 1,
+                  bentoml_config: str = "", env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
+    """`bentoml serve <target>` (the repo root or a Bento tag; production mode) on a free port, in `home` (default: a
+    fresh empty BENTOML_HOME: the first start imports the committed models), the service's own settings plus `env`."""
+    home = Path(home or tempfile.mkdtemp(prefix="harness-bentoml-home-"))
+    full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    if options := config_options(full_env.get("BENTOML_CONFIG_OPTIONS", ""), workers, bentoml_config):
+        full_env["BENTOML_CONFIG_OPTIONS"] = options
+    port = free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    return _spawn("service", cmd, Path(cwd), full_env, port, logdir or home)
+
+
+def start_baseline(workers: int = 1, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
+    """uvicorn serving harness.baseline:app with `workers` workers, access log off."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "harness.baseline:app", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    full_env = {**os.environ, **(env or {})}
+    return _spawn("baseline", cmd, REPO, full_env, port, logdir or Path(tempfile.mkdtemp(prefix="harness-logs-")))
+
+
+@contextlib.contextmanager
+def serving(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120, workers: int = 1, bentoml_config: str = ""):
+    """`bentoml serve <target>` from `cwd` until the block ends; yields the ready Server, raises ServerFailed."""
+    server = start_service(target, cwd, home, workers, bentoml_config, env)
+    try:
+        server.wait_ready(timeout, poll=0.5)
+        yield server
+    finally:
+        server.stop()

@@ -1,1 +1,0 @@
-"""Reliability checks run by command (long fuzz, overload, crash, soak); see reliability/README.md."""
