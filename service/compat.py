@@ -21,7 +21,11 @@ async def _parse_request(self, request, cls):
             raise BadInput(f"malformed multipart body: {e.detail}") from None
         raise
     for name in fields:
-        if any(not isinstance(part, UploadFile) for part in form.getlist(name)):
+        parts = form.getlist(name)
+        if len(parts) > 1:
+            # Upstream would silently take one of them: refuse the ambiguity instead.
+            raise BadInput(f"field {name!r} must hold one file; this upload has {len(parts)}")
+        if any(not isinstance(part, UploadFile) for part in parts):
             # Upstream hands a text part to ensure_file(), which downloads it when it looks like a
             # URL: a server-side fetch chosen by the client (and a 500 when it fails). Uploads only.
             raise BadInput(f"field {name!r} must be uploaded as a file, not as text; URLs are not fetched")

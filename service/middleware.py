@@ -1,4 +1,4 @@
-"""ASGI middleware around BentoML's app: one JSON error shape, a request body limit, and content types per route.
+"""Our ASGI middleware around BentoML's app: one JSON error shape, and the guard every POST passes (types, sizes, admission, deadlines).
 
 Why here and not in the endpoints: BentoML parses the body before our code runs, so limits and
 content-type rules must act earlier, and its error bodies come in several shapes (a pydantic error
@@ -14,12 +14,16 @@ import asyncio
 import json
 from typing import Any, Awaitable, Callable
 
+from service.admission import Admission
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_DETAIL = 20  # a bad 1,024-image batch can carry 800,000 errors; the first few say enough
+RETRY_AFTER = ((b"retry-after", b"1"),)
+SHAPED = "thermodigits.shaped"  # key of a response-start message whose body is already the error shape
 
 
 def error_body(error: str, detail: list | None = None) -> bytes:
@@ -69,7 +73,7 @@ class ErrorShape:
 
         async def capture(message: Message) -> None:
             nonlocal start
-            if message["type"] == "http.response.start" and message["status"] >= 400:
+            if message["type"] == "http.response.start" and message["status"] >= 400 and not message.get(SHAPED):
                 start = message
                 return
             if start is None:
@@ -87,72 +91,117 @@ class ErrorShape:
         await self.app(scope, receive, capture)
 
 
-async def respond(send: Send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    """Answer with the error shape and close the connection (its unread body would otherwise have to be drained)."""
+async def respond(send: Send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+                  close: bool = False) -> None:
+    """Answer with the error shape; `close` the connection when its client is still sending a body we refuse to read.
+
+    Otherwise the connection stays open: uvicorn discards the rest of an unread body. Closing after every
+    429 would make each refused client reconnect, and a flood of refusals a flood of TCP handshakes.
+    """
     body = error_body(message)
-    await send({"type": "http.response.start", "status": status,
+    close_header = ((b"connection", b"close"),) if close else ()
+    await send({"type": "http.response.start", "status": status, SHAPED: True,  # ErrorShape passes it on as is
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *headers]})
+                            *close_header, *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestGuard:
-    """Refuse bodies over `max_body_bytes` (413), content types a route does not take (415), and bodies not fully
-    received within `body_timeout` seconds (408), before parsing.
+class Guard:
+    """Per POST, in this order: content type (415), declared size (413), admission (429), the body within
+    `body_timeout` (408, or 413 when it outgrows its declared size), a place in the worker's queue, then the
+    app, which must start its answer within `timeout` seconds of arrival (504).
 
-    The whole body is read here, then replayed to the app: a client that sends slowly (or stops) is answered 408
-    and its connection closed, instead of holding a request slot until BentoML's traffic.timeout (a 504).
+    The body is read whole here and replayed to the app: a client that sends slowly (or stops) is answered
+    408 and its connection closed, and time spent waiting for a client never counts as queueing.
     """
 
-    def __init__(self, app: Callable, max_body_bytes: int, content_types: dict[str, tuple[str, ...]],
-                 body_timeout: float = 10.0):
+    def __init__(self, app: Callable, admission: Admission, content_types: Callable[[str], tuple[str, ...] | None],
+                 max_body_bytes: int, body_timeout: float, timeout: float):
         self.app = app
+        self.admission = admission
+        self.content_types = content_types  # path -> media types it takes (None: any)
         self.max_body_bytes = max_body_bytes
-        self.content_types = content_types
         self.body_timeout = body_timeout
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        # Let the requests that arrived with this one reach the load-shedding counters (BentoML's
-        # traffic.max_concurrency semaphore and service/shedding.py, which this middleware runs inside) before
-        # this one runs to completion: endpoints run inline on the event loop (service/fastpath.py) and never
-        # yield, so without this the counters would never see more than one request in flight.
-        await asyncio.sleep(0)
-        headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        allowed = self.content_types.get(scope["path"].rstrip("/") or "/")
-        if allowed is not None:
-            media_type = headers.get(b"content-type", "").split(";")[0].strip().lower()
-            if media_type not in allowed:
-                return await respond(send, 415, f"Content-Type {media_type or '(none)'!r} is not accepted here; "
-                                                f"send {' or '.join(allowed)}")
-        too_large = f"request body exceeds the limit of {self.max_body_bytes} bytes"
-        length = headers.get(b"content-length")
-        # h11 has already refused a malformed Content-Length and will refuse a body longer than it says.
-        if length is not None and int(length) > self.max_body_bytes:
-            return await respond(send, 413, too_large)
-        # Read the body here (chunked uploads too), up to the limit and within the deadline, then hand it on.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
+        media_type, length = "", None
+        for key, value in scope["headers"]:
+            key = key.lower()
+            if key == b"content-type":
+                media_type = value.decode("latin-1").split(";")[0].strip().lower()
+            elif key == b"content-length":
+                length = int(value)  # h11/httptools have already refused a malformed one
+        allowed = self.content_types(scope["path"])
+        if allowed is not None and media_type not in allowed:
+            return await respond(send, 415, f"Content-Type {media_type or '(none)'!r} is not accepted here; "
+                                            f"send {' or '.join(allowed)}")
+        if length is not None and length > self.max_body_bytes:
+            return await respond(send, 413, self._too_large, close=True)
+        size = self.max_body_bytes if length is None else length  # chunked: what it may grow to
+        refusal = self.admission.refusal(size)
+        if refusal:
+            return await respond(send, 429, refusal, RETRY_AFTER)
+        ticket = self.admission.admit(size)
+        served = False
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            if not started and message["type"] == "http.response.start":
+                started = True
+                deadline.reschedule(None)  # answering: the deadline is met
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                body = await self._read_body(receive, send)
+                if body is None:
+                    return
+                await self.admission.serve(ticket)
+                served = True
+                await self.app(scope, _replay(body, receive), send_and_note)
+        except TimeoutError:
+            if not started:
+                await respond(send, 504, f"the request was not answered within {self.timeout:g} s")
+        finally:
+            self.admission.finish(ticket, served)
+
+    @property
+    def _too_large(self) -> str:
+        return f"request body exceeds the limit of {self.max_body_bytes} bytes"
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once this has answered (408, 413) or the client has gone."""
         body, more = bytearray(), True
-        while more:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return await respond(send, 408, f"request body not received within {self.body_timeout:g} s")
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                return await respond(send, 413, too_large)
-        replayed = False
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_body_bytes:
+                        await respond(send, 413, self._too_large, close=True)
+                        return None
+        except TimeoutError:
+            await respond(send, 408, f"request body not received within {self.body_timeout:g} s", close=True)
+            return None
+        return bytes(body)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that gives the app the body read already, then whatever the client sends next (disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

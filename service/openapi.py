@@ -10,8 +10,8 @@ BentoML builds the document in ``_bentoml_sdk.service.openapi.generate_spec`` ea
   ``type: file`` for the upload.  Validators (schemathesis among them) refuse the document.
 * Error bodies: it documents ``detail`` as a string and only 400/404/500; this service answers
   every error as ``{"error": str, "detail": [pydantic errors]?}`` (service/middleware.py), and also
-  408 (body too slow), 413 (body too large), 415 (wrong content type), 429 (over
-  ``traffic.max_concurrency``) and 504 (over ``traffic.timeout``). The request body is required.
+  408 (body too slow), 413 (body too large), 415 (wrong content type), 429 (overloaded:
+  service/admission.py) and 504 (over ``traffic.timeout``). The request body is required.
 * The multipart ``image`` field: a binary file whose part should be an image type.
 * Pixel arrays: 28 rows of 28 values is enforced by a pydantic "before" validator, invisible to the
   JSON schema; the value bound implied by ``max_value <= 65535`` likewise.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from service import v2_schemas  # v2: Open Inference Protocol paths (service/v2.py)
 from service.schemas import MAX_IMAGES, SIDE, DigitRequest
 
 JSON = "application/json"
@@ -66,7 +67,8 @@ API_ERRORS = {
     "408": "The request body did not arrive in time (SERVICE_BODY_TIMEOUT_S).",
     "413": "The request body is larger than SERVICE_MAX_BODY_BYTES (16 MiB by default).",
     "415": "The Content-Type is not the one this endpoint takes.",
-    "429": "Too many requests in flight (traffic.max_concurrency): retry later.",
+    "429": "Overloaded: this worker's queue has not emptied for SERVICE_QUEUE_TARGET_S, or it holds too many "
+           "requests or body bytes (service/admission.py). Retry after the Retry-After header's seconds.",
     "500": "Internal Server Error (a bug: please report it).",
     "504": "The request was not answered within traffic.timeout.",
 }
@@ -259,6 +261,7 @@ def fix(doc: dict[str, Any]) -> dict[str, Any]:
     _fix_upload(doc)
     _fix_errors(doc)
     _add_metadata(doc)
+    v2_schemas.add_to_openapi(doc)  # v2: the Open Inference Protocol's /v2 paths (service/v2_schemas.py)
     return doc
 
 

@@ -1,9 +1,8 @@
-"""Pick the inference backend and device, and run a verified model folder with it (ONNX Runtime or TorchScript)."""
+"""Pick the device, and run a verified model folder on it with its backend (ONNX Runtime or TorchScript)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -11,37 +10,9 @@ from typing import Any, Callable
 import numpy as np
 
 import artifacts
+from service.settings import Settings
 
 log = logging.getLogger("service")
-
-BACKENDS = ("onnx", "torchscript")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Runtime knobs, from environment variables (documented in the README's configuration table)."""
-
-    backend: str = "onnx"
-    device: str = "auto"
-    threads: int = 0  # 0: the library's default (one thread per core)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        settings = cls(
-            backend=env.get("SERVICE_BACKEND", cls.backend).strip().lower(),
-            device=env.get("SERVICE_DEVICE", cls.device).strip().lower(),
-            threads=int(env.get("SERVICE_THREADS", cls.threads)),
-        )
-        if settings.backend not in BACKENDS:
-            raise ValueError(f"SERVICE_BACKEND={settings.backend!r}: choose one of {', '.join(BACKENDS)}")
-        if settings.device not in DEVICES:
-            raise ValueError(f"SERVICE_DEVICE={settings.device!r}: choose one of {', '.join(DEVICES)}")
-        if settings.threads < 0:
-            raise ValueError("SERVICE_THREADS must be >= 0")
-        return settings
-
 
 def cuda_available(backend: str) -> bool:
     """Whether `backend` can run on a CUDA GPU in this process (no torch import for ONNX Runtime)."""
@@ -116,11 +87,17 @@ class LoadedModel:
                 "providers": getattr(self.predict, "providers", []), **self.metadata}
 
 
-def load(model_dir: Path, settings: Settings, device: str) -> LoadedModel:
-    """Verify a model folder's checksums, then load it; raises ArtifactError naming a bad file."""
-    metadata = artifacts.verify(Path(model_dir))
+def load(model_dir: Path, settings: Settings, device: str,
+         expect: tuple[artifacts.TensorSpec, artifacts.TensorSpec] | None = None) -> LoadedModel:
+    """Verify the backend's file and the model's tensor spec (when `expect`ed), then load it.
+
+    Raises ArtifactError naming the bad file or the spec that differs from what the caller feeds and reads.
+    """
+    filename = artifacts.FILES[settings.backend]
+    metadata = artifacts.verify(Path(model_dir), only=(filename,))
+    if expect is not None:
+        artifacts.check_spec(metadata, *expect, where=str(Path(model_dir) / artifacts.METADATA_FILE))
     runner = OnnxModel if settings.backend == "onnx" else TorchScriptModel
-    filename = "model.onnx" if settings.backend == "onnx" else "model.pt"
     try:
         predict = runner(Path(model_dir) / filename, device, settings.threads)
     except Exception as e:  # noqa: BLE001 - any loader failure means "refuse to start", with the file named

@@ -10,10 +10,11 @@ from starlette.requests import Request
 from service import compat
 
 
-def multipart_request(field: str, data: bytes) -> Request:
+def multipart_request(field: str, data: bytes, copies: int = 1) -> Request:
     boundary = "XyZ"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"d.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"d.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+    body = part * copies + f"--{boundary}--\r\n".encode()
     sent = False
 
     async def receive():
@@ -55,3 +56,24 @@ def test_patched_parser_raises_bad_input_naming_the_field():
     spec = ThermoDigits.apis["digit_image"].input_spec
     with pytest.raises(BadInput, match="field: image"):
         asyncio.run(MultipartSerde().parse_request(multipart_request("file", png_bytes()), spec))
+
+
+def test_upstream_still_takes_one_of_two_files_silently(client, monkeypatch):
+    """If this fails, BentoML refuses a repeated file field itself: remove that check from compat._parse_request."""
+    from _bentoml_impl.serde import MultipartSerde
+
+    monkeypatch.setattr(MultipartSerde, "parse_request", compat._upstream_parse_request)
+    data = png_bytes()
+    r = client.post("/digit/image", files=[("image", ("a.png", data, "image/png")), ("image", ("b.png", data, "image/png"))])
+    assert r.status_code == 200, r.text
+
+
+def test_patched_parser_refuses_two_files_in_one_field():
+    from bentoml.exceptions import BadInput
+    from service.service import ThermoDigits
+
+    from _bentoml_impl.serde import MultipartSerde
+
+    spec = ThermoDigits.apis["digit_image"].input_spec
+    with pytest.raises(BadInput, match="must hold one file; this upload has 2"):
+        asyncio.run(MultipartSerde().parse_request(multipart_request("image", png_bytes(), 2), spec))

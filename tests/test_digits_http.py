@@ -1,20 +1,12 @@
 """POST /digit, /digits and /digit/image through BentoML's ASGI app: answers and every bad input."""
 
-import io
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from harness.payloads import crafted_png as png_header, encode, png
+
 N = 64  # test images used for the correctness checks
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def upload(client, data: bytes, field: str = "image", content_type: str = "image/png"):
@@ -83,9 +75,9 @@ def test_image_upload_agrees_with_raw_pixels(client, sample, variant):
         elif variant == "upscaled":
             data = png(np.asarray(Image.fromarray(image).resize((200, 200), Image.BILINEAR)))
         elif variant == "jpeg":
-            buf = io.BytesIO(); Image.fromarray(image).resize((112, 112)).save(buf, "JPEG", quality=95); data = buf.getvalue()
+            data = encode(Image.fromarray(image).resize((112, 112)), "JPEG", quality=95)
         else:
-            buf = io.BytesIO(); Image.fromarray(255 - image).convert("RGB").save(buf, "PNG"); data = buf.getvalue()
+            data = png(Image.fromarray(255 - image).convert("RGB"))
         r = upload(client, data)
         assert r.status_code == 200, r.text
         raw = client.post("/digit", json={"pixels": image.tolist()}).json()["digit"]
@@ -95,14 +87,6 @@ def test_image_upload_agrees_with_raw_pixels(client, sample, variant):
 
 def blank():
     return [[0] * 28 for _ in range(28)]
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A tiny PNG that declares width x height pixels (a decompression bomb when large)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 JSON_BAD = {
@@ -184,3 +168,22 @@ def test_image_sent_as_a_text_part_is_not_fetched(client):
     r = client.post("/digit/image", files={"image": (None, "http://127.0.0.1:1/x.png")})
     assert r.status_code == 400, r.text
     assert "must be uploaded as a file" in r.json()["error"]
+
+
+def test_two_files_under_the_image_field_are_refused(client, sample):
+    data = png(sample[0][0])
+    r = client.post("/digit/image", files=[("image", ("a.png", data, "image/png")), ("image", ("b.png", data, "image/png"))])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "field 'image' must hold one file; this upload has 2"
+
+
+def test_image_answer_carries_the_28x28_image_the_model_saw(client, sample):
+    images, labels = sample
+    r = upload(client, png(255 - images[3]))  # black on white: the server inverts it
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["digit"] == labels[3]
+    np.testing.assert_array_equal(np.asarray(body["pixels"]), images[3])  # 28x28 round-trips exactly
+    big = upload(client, png(np.asarray(Image.fromarray(images[3]).resize((200, 200), Image.BILINEAR)))).json()
+    seen = np.asarray(big["pixels"])
+    assert seen.shape == (28, 28) and seen.dtype.kind == "i" and 0 <= seen.min() and seen.max() == 255

@@ -1,13 +1,11 @@
 """Guards for service/fastpath.py: the BentoML overheads it removes must still exist upstream (else delete that patch), and the patches must not change answers."""
 
 import asyncio
-import inspect
-import threading
 
-import anyio.to_thread
 import pytest
 
 from service import fastpath
+from service.middleware import Guard
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +78,10 @@ def test_without_tracing_opentelemetry_is_replaced_by_a_request_id(service):
 
     classes = middleware_classes(service, ServiceAppFactory.middlewares)
     assert OpenTelemetryMiddleware not in classes and fastpath.RequestId in classes
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
     upstream = middleware_classes(service, fastpath._upstream_middlewares)
-    assert len(classes) == len(upstream)  # nothing else added or lost
+    assert len(classes) == len(upstream) - 1 and TimeoutMiddleware not in classes  # nothing else added or lost
 
 
 def test_with_tracing_configured_opentelemetry_stays(service, monkeypatch):
@@ -97,43 +97,6 @@ def test_responses_still_carry_a_fresh_request_id(client):
     assert len(ids) == 3 and all(len(i) == 16 for i in ids)
 
 
-def test_upstream_still_runs_sync_endpoints_in_a_thread():
-    """If this fails, BentoML changed how sync endpoints run: re-check fastpath._to_thread (and @inline)."""
-    from _bentoml_impl.server.app import ServiceAppFactory
-
-    assert "self._to_thread(func, *call_args, **call_kwargs)" in inspect.getsource(ServiceAppFactory.api_endpoint)
-
-    class Factory:
-        _limiter = None
-        service = type("S", (), {"config": {}})()
-
-    ran_in = asyncio.run(fastpath._upstream_to_thread(Factory(), threading.get_ident))
-    assert ran_in != threading.get_ident()
-
-
-def test_inline_endpoints_skip_the_thread_and_others_keep_it(client, monkeypatch):
-    hops = []
-    upstream = anyio.to_thread.run_sync
-
-    async def counting(func, *args, **kwargs):
-        hops.append(func)
-        return await upstream(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    assert client.post("/temperature", json={"readings": [35.7]}).status_code == 200
-    assert client.post("/digit", json={"pixels": [[0] * 28] * 28}).status_code == 200
-    assert client.post("/digits", json={"images": [[[0] * 28] * 28]}).status_code == 200
-    assert hops == []
-    r = client.post("/digit/image", files={"image": ("d.png", _png(), "image/png")})
-    assert r.status_code == 200 and len(hops) >= 1  # uploads can take long to decode: still a thread
-
-
-def test_inline_keeps_the_method_a_plain_sync_call(service):
-    svc = service()
-    result = svc.temperature(readings=[35.7])
-    assert result.model == "temperature-linear"
-
-
 def test_upstream_still_builds_a_new_endpoint_wrapper_per_access(service):
     """If this fails, BentoML caches the wrapper itself: delete fastpath._local_call."""
     svc = service()
@@ -146,74 +109,50 @@ def test_endpoint_wrapper_is_built_once_per_instance_and_behaves_the_same(servic
     assert a.temperature.local is a.temperature.local
     assert a.temperature.local is not b.temperature.local
     assert a.digit.local is not a.temperature.local
-    assert a.temperature.local(readings=[35.7]) == fastpath._upstream_local_call(service.apis["temperature"], a)(readings=[35.7])
+    upstream = fastpath._upstream_local_call(service.apis["temperature"], a)
+    assert asyncio.run(a.temperature.local(readings=[35.7])) == asyncio.run(upstream(readings=[35.7]))
 
 
-def run_timeout_middleware(call, app, timeout: float) -> tuple[list, list]:
-    """Send one request through TimeoutMiddleware on a fresh loop; return (messages sent, live timers left)."""
+def test_upstream_still_requires_a_timeout_and_adds_its_timeout_middleware(service):
+    """If this fails, BentoML made traffic.timeout optional: drop it instead of removing its middleware."""
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-    middleware = TimeoutMiddleware(app, timeout=timeout)
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def main():
-        await call(middleware, {"type": "http", "path": "/", "method": "GET", "headers": []}, receive, send)
-        loop = asyncio.get_running_loop()
-        return [h for h in loop._scheduled if not h.cancelled()]
-
-    return sent, asyncio.run(main())
-
-
-async def answer(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+    assert TimeoutMiddleware in middleware_classes(service, fastpath._upstream_middlewares)
 
 
 def test_upstream_timeout_middleware_still_leaves_its_timer_armed():
-    """If this fails, BentoML cancels the per-request timer itself: delete fastpath._timeout_call."""
-    sent, timers = run_timeout_middleware(fastpath._upstream_timeout_call, answer, timeout=30)
-    assert sent[0]["status"] == 200
-    assert len(timers) == 1
+    """If this fails, BentoML cancels its per-request timer: its middleware could stay (and own the deadline)."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    async def answer(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        async def nothing(message):
+            pass
+
+        await TimeoutMiddleware(answer, timeout=30)({"type": "http", "path": "/", "headers": []}, None, nothing)
+        return [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]
+
+    assert len(asyncio.run(main())) == 1
 
 
-def test_patched_timeout_middleware_cancels_its_timer():
-    sent, timers = run_timeout_middleware(fastpath._timeout_call, answer, timeout=30)
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] and timers == []
-
-
-def test_patched_timeout_middleware_still_answers_504_in_time():
-    async def slow(scope, receive, send):
-        await asyncio.sleep(5)
-
-    for call in (fastpath._upstream_timeout_call, fastpath._timeout_call):
-        sent, _ = run_timeout_middleware(call, slow, timeout=0.05)
-        assert sent[0]["status"] == 504
-        assert b"Not able to process the request in 0.05 seconds" in sent[1]["body"]
+def test_the_stack_is_in_the_stated_order_and_guard_owns_the_deadline(client):
+    stack, app = [], client.app.middleware_stack.app  # below Starlette's ServerErrorMiddleware
+    while type(app).__name__ != "ExceptionMiddleware":
+        stack.append(type(app))
+        if isinstance(app, Guard):
+            assert app.timeout == 30  # traffic.timeout of @bentoml.service in service/service.py
+        app = app.app
+    assert tuple(stack) == fastpath.MIDDLEWARE_ORDER
 
 
 def test_install_is_idempotent(service):
     from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.method import APIMethod
 
     fastpath.install()
     fastpath.install()
-    assert ServiceAppFactory._to_thread is fastpath._to_thread
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
-    assert TimeoutMiddleware.__call__ is fastpath._timeout_call
     assert ServiceAppFactory.middlewares.fget is fastpath._middlewares
-
-
-def _png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("L", (28, 28)).save(buf, "PNG")
-    return buf.getvalue()
+    assert APIMethod._local_call is fastpath._local_call

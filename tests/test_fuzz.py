@@ -1,6 +1,6 @@
 """Schema fuzzing (schemathesis) of every endpoint of a real `bentoml serve`, and guards for service/openapi.py.
 
-The short run here is the CI part; `python -m reliability.fuzz --cases 1000` is the long one (docs/reliability.md).
+The short run here is the CI part; `python -m harness.fuzz --cases 1000` is the long one (docs/reliability.md).
 """
 
 import inspect
@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema_rs
 import pytest
 
-from reliability import fuzz
+from harness import fuzz
 from service import openapi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,9 @@ def test_served_document_is_valid_openapi_and_documents_every_error(client):
 
 
 def test_error_bodies_match_the_documented_error_schema(client):
-    from service.service import MAX_BODY_BYTES
+    from service.service import SETTINGS
+
+    MAX_BODY_BYTES = SETTINGS.max_body_bytes
 
     validator = jsonschema_rs.validator_for(openapi.ERROR_SCHEMA)
     answers = [

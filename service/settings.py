@@ -1,0 +1,81 @@
+"""Every setting of the service, read once from the environment and validated (the README's configuration table)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+BACKENDS = ("onnx", "torchscript")
+DEVICES = ("auto", "cpu", "cuda")
+MiB = 1024 * 1024
+
+
+def _env(name: str, help: str, **kwargs):
+    return field(metadata={"env": name, "help": help}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One worker's settings; ``Settings.from_env()`` reads them, ``Settings()`` is the documented defaults."""
+
+    backend: str = _env("SERVICE_BACKEND", "onnx (ONNX Runtime) or torchscript (needs torch)", default="onnx")
+    device: str = _env("SERVICE_DEVICE", "auto (CUDA when the backend can use it, else CPU), cpu or cuda",
+                       default="auto")
+    threads: int = _env("SERVICE_THREADS", "intra-op threads per model; 0 = the library default", default=0)
+    max_batch: int = _env("SERVICE_MAX_BATCH", "most images per digit-model call; concurrent requests share calls",
+                          default=64)
+    max_body_bytes: int = _env("SERVICE_MAX_BODY_BYTES", "larger request bodies get 413 before they are parsed",
+                               default=16 * MiB)
+    body_timeout_s: float = _env("SERVICE_BODY_TIMEOUT_S", "a body not fully received by then gets 408",
+                                 default=10.0)
+    queue_target_s: float = _env("SERVICE_QUEUE_TARGET_S", "a request that would wait this long in the queue "
+                                 "gets 429 (service/admission.py); 0 = never refuse for waiting", default=0.5)
+    concurrency: int = _env("SERVICE_CONCURRENCY", "requests a worker serves at once; the rest wait in its "
+                            "first-in-first-out queue", default=32)
+    max_requests: int = _env("SERVICE_MAX_REQUESTS", "hard cap on requests a worker holds (queued, served or "
+                             "being received); more get 429", default=512)
+    max_inflight_bytes: int = _env("SERVICE_INFLIGHT_BYTES", "request bodies a worker holds at once; a request "
+                                   "past it gets 429 (bounds memory in a burst)", default=64 * MiB)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = raw.strip().lower() if kind is str else kind(raw)
+            except ValueError:
+                raise ValueError(f"{f.metadata['env']}={raw!r}: expected a {kind.__name__}") from None
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            env = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
+            raise ValueError(f"{env}={getattr(self, name)!r}: {rule}")
+
+        if self.backend not in BACKENDS:
+            fail("backend", f"choose one of {', '.join(BACKENDS)}")
+        if self.device not in DEVICES:
+            fail("device", f"choose one of {', '.join(DEVICES)}")
+        for name in ("threads",):
+            if getattr(self, name) < 0:
+                fail(name, "must be >= 0")
+        for name in ("max_batch", "max_body_bytes", "concurrency", "max_requests", "max_inflight_bytes"):
+            if getattr(self, name) < 1:
+                fail(name, "must be >= 1")
+        for name in ("body_timeout_s",):
+            if not getattr(self, name) > 0:
+                fail(name, "must be > 0")
+        if not self.queue_target_s >= 0:
+            fail("queue_target_s", "must be >= 0")
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting: what the README's table lists."""
+        return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]

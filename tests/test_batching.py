@@ -1,0 +1,132 @@
+"""service/batching.py: concurrent calls share model calls, a lone call runs at once, errors and cancellations stay contained."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher
+
+
+class Model:
+    """Doubles its input; records every batch it was called with; can be held to let calls pile up."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.gate.wait(5)
+        self.calls.append(len(x))
+        return x * 2
+
+
+def images(n: int, start: float = 0) -> np.ndarray:
+    return (np.arange(n, dtype=np.float32) + start).reshape(n, 1)
+
+
+def test_a_lone_call_runs_at_once_alone():
+    model = Model()
+    seen = []
+    batcher = Batcher(model, max_batch=64, observe=lambda i, r: seen.append((i, r)))
+
+    async def run():
+        return await batcher(images(1, 7))
+
+    np.testing.assert_array_equal(asyncio.run(run()), [[14]])
+    assert model.calls == [1] and seen == [(1, 1)]
+
+
+def test_calls_made_together_share_one_model_call_and_get_their_own_rows():
+    model = Model()
+    seen = []
+    batcher = Batcher(model, max_batch=64, observe=lambda i, r: seen.append((i, r)))
+
+    async def run():
+        return await asyncio.gather(*(batcher(images(k + 1, 10 * k)) for k in range(5)))
+
+    results = asyncio.run(run())
+    assert model.calls == [15] and seen == [(15, 5)]
+    for k, out in enumerate(results):
+        np.testing.assert_array_equal(out, images(k + 1, 10 * k) * 2)
+
+
+def test_calls_arriving_during_a_batch_form_the_next_one():
+    model = Model()
+    batcher = Batcher(model, max_batch=64)
+
+    async def run():
+        model.gate.clear()
+        first = asyncio.ensure_future(batcher(images(1)))
+        await asyncio.sleep(0.05)  # the first batch is now inside the model, held
+        later = [asyncio.ensure_future(batcher(images(1, k))) for k in range(10)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(first, *later)
+
+    asyncio.run(run())
+    assert model.calls == [1, 10]
+
+
+def test_batches_stop_at_max_batch_and_a_large_call_runs_whole():
+    model = Model()
+    batcher = Batcher(model, max_batch=8)
+
+    async def run():
+        outs = await asyncio.gather(*(batcher(images(3, k)) for k in range(4)), batcher(images(20)))
+        return outs
+
+    outs = asyncio.run(run())
+    assert model.calls == [6, 6, 20]  # 3+3 fit in 8, 3+3+3 would not; the 20-image call alone
+    np.testing.assert_array_equal(outs[-1], images(20) * 2)
+
+
+def test_a_model_error_reaches_every_caller_of_that_batch_and_the_next_batch_works():
+    calls = []
+
+    def flaky(x):
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise RuntimeError("model failed")
+        return x
+
+    batcher = Batcher(flaky, max_batch=64)
+
+    async def run():
+        results = await asyncio.gather(batcher(images(1)), batcher(images(1)), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        return await batcher(images(2))
+
+    np.testing.assert_array_equal(asyncio.run(run()), images(2))
+    assert calls == [2, 2]
+
+
+def test_a_cancelled_caller_does_not_disturb_the_others():
+    model = Model()
+    batcher = Batcher(model, max_batch=64)
+
+    async def run():
+        model.gate.clear()
+        first = asyncio.ensure_future(batcher(images(1)))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher(images(1, 5)))
+        kept = asyncio.ensure_future(batcher(images(1, 9)))
+        await asyncio.sleep(0)
+        gone.cancel()  # e.g. its deadline passed while it was queued
+        model.gate.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await kept
+
+    np.testing.assert_array_equal(asyncio.run(run()), [[18]])
+    assert model.calls == [1, 1]  # the cancelled call was dropped from the batch
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError):
+        Batcher(lambda x: x, max_batch=0)

@@ -1,0 +1,150 @@
+"""service/middleware.py's Guard, in process: each refusal (408/413/415/429/504) and that nothing it holds leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from service.admission import Admission
+from service.middleware import ErrorShape, Guard
+
+
+class App:
+    """Records the body it was given; answers 200 after `delay` seconds (or starts, then waits `after_start`)."""
+
+    def __init__(self, delay: float = 0.0, after_start: float = 0.0):
+        self.delay, self.after_start = delay, after_start
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send):
+        message = await receive()
+        self.bodies.append(message["body"])
+        await asyncio.sleep(self.delay)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(self.after_start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def guard(app, admission=None, timeout=5.0, body_timeout=5.0, max_body=100):
+    admission = admission or Admission(0.5, 4, 100, 10_000)
+    types = lambda path: ("application/json",) if path == "/digit" else None  # noqa: E731
+    return Guard(app, admission, types, max_body, body_timeout, timeout), admission
+
+
+def scope(method="POST", path="/digit", content_type="application/json", length: int | None = 2):
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return {"type": "http", "method": method, "path": path, "headers": headers}
+
+
+async def call(app, s, chunks=(b"{}",), gap: float = 0.0):
+    """Run one request: the body arrives in `chunks`, `gap` seconds apart; returns (status, headers, body)."""
+    queue = list(chunks)
+    sent: list[dict] = []
+
+    async def receive():
+        if queue:
+            await asyncio.sleep(gap)
+            chunk = queue.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+        await asyncio.sleep(3600)  # a client that has sent everything and waits
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(app(s, receive, send), 10)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def test_a_good_request_reaches_the_app_with_its_whole_body():
+    app = App()
+    g, adm = guard(app)
+    status, _, body = asyncio.run(call(g, scope(length=4), chunks=(b"{", b"}", b"  ")))
+    assert (status, body, app.bodies) == (200, b"ok", [b"{}  "])
+    assert (adm.held, adm.serving, adm.bytes) == (0, 0, 0)
+
+
+def test_wrong_content_type_is_415_before_anything_else():
+    app = App()
+    g, adm = guard(app)
+    status, headers, body = asyncio.run(call(g, scope(content_type="text/plain")))
+    assert status == 415 and "send application/json" in json.loads(body)["error"]
+    assert headers["content-type"] == "application/json" and app.bodies == []
+
+
+def test_declared_size_over_the_limit_is_413_unread():
+    g, adm = guard(App(), max_body=100)
+    status, _, body = asyncio.run(call(g, scope(length=101)))
+    assert status == 413 and "limit of 100 bytes" in json.loads(body)["error"]
+
+
+def test_a_chunked_body_that_outgrows_the_limit_is_413():
+    app = App()
+    g, adm = guard(app, max_body=10)
+    status, _, _ = asyncio.run(call(g, scope(length=None), chunks=(b"x" * 6, b"x" * 6)))
+    assert status == 413 and app.bodies == [] and adm.held == 0
+
+
+def test_a_body_not_received_in_time_is_408_and_frees_its_place():
+    app = App()
+    g, adm = guard(app, body_timeout=0.05)
+    status, _, body = asyncio.run(call(g, scope(length=2), chunks=(b"{", b"}"), gap=0.2))
+    assert status == 408 and "0.05 s" in json.loads(body)["error"]
+    assert (adm.held, adm.bytes, app.bodies) == (0, 0, [])
+
+
+def test_refused_by_admission_is_429_with_retry_after_and_the_reason():
+    g, adm = guard(App(), admission=Admission(0.5, 1, max_requests=1, max_bytes=10_000))
+
+    async def run():
+        first = asyncio.ensure_future(call(g, scope(length=2), chunks=(b"{", b"}"), gap=0.1))  # held for 0.1 s
+        await asyncio.sleep(0.02)
+        refused = await call(g, scope())
+        return refused, await first
+
+    (status, headers, body), (first_status, _, _) = asyncio.run(run())
+    assert status == 429 and headers["retry-after"] == "1" and "limit 1" in json.loads(body)["error"]
+    assert first_status == 200 and adm.held == 0
+
+
+def test_no_answer_started_within_the_deadline_is_504():
+    g, adm = guard(App(delay=0.5), timeout=0.05)
+    status, _, body = asyncio.run(call(g, scope()))
+    assert status == 504 and "0.05 s" in json.loads(body)["error"]
+    assert (adm.held, adm.serving) == (0, 0)
+
+
+def test_the_deadline_is_disarmed_once_the_answer_starts():
+    g, _ = guard(App(after_start=0.2), timeout=0.05)
+    status, _, body = asyncio.run(call(g, scope()))
+    assert (status, body) == (200, b"ok")
+
+
+def test_get_requests_pass_untouched():
+    app = App()
+    g, adm = guard(app, admission=Admission(0.5, 1, max_requests=0, max_bytes=0))  # would refuse any POST
+    status, _, _ = asyncio.run(call(g, scope(method="GET", content_type="", length=None)))
+    assert status == 200
+
+
+@pytest.mark.parametrize("status,content_type,body,expected", [
+    (400, "application/json", b'{"detail": [{"loc": ["pixels"], "msg": "bad", "type": "x"}]}',
+     {"error": "pixels: bad", "detail": [{"loc": ["pixels"], "msg": "bad", "type": "x"}]}),
+    (400, "application/json", b'[{"error": "one sentence"}]', {"error": "one sentence"}),
+    (404, "text/plain", b"Not Found", {"error": "Not Found"}),
+    (500, "text/plain", b"", {"error": "HTTP 500"}),
+])
+def test_error_shape_rewrites_every_error_body(status, content_type, body, expected):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    got_status, headers, got = asyncio.run(call(ErrorShape(app), scope(method="GET")))
+    assert got_status == status and headers["content-type"] == "application/json"
+    assert json.loads(got) == expected and headers["content-length"] == str(len(got))

@@ -1,0 +1,48 @@
+"""service/settings.py: every setting is read from its environment variable, validated, and listed for the README."""
+
+import dataclasses
+
+import pytest
+
+from service.settings import Settings
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert (s.backend, s.device, s.threads, s.max_batch) == ("onnx", "auto", 0, 64)
+    assert (s.queue_target_s, s.concurrency, s.max_requests) == (0.5, 32, 512)
+
+
+def test_every_field_is_read_from_its_variable():
+    env = {"SERVICE_BACKEND": " TorchScript ", "SERVICE_DEVICE": "cpu", "SERVICE_THREADS": "2",
+           "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_BODY_TIMEOUT_S": "2.5",
+           "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99",
+           "SERVICE_INFLIGHT_BYTES": "12345"}
+    s = Settings.from_env(env)
+    assert s == Settings("torchscript", "cpu", 2, 32, 1000, 2.5, 0.0, 8, 99, 12345)
+    assert {f.metadata["env"] for f in dataclasses.fields(Settings)} == set(env)  # none forgotten
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"SERVICE_BACKEND": "tensorrt"}, "SERVICE_BACKEND='tensorrt': choose one of onnx, torchscript"),
+    ({"SERVICE_DEVICE": "tpu"}, "SERVICE_DEVICE='tpu': choose one of auto, cpu, cuda"),
+    ({"SERVICE_THREADS": "-1"}, "SERVICE_THREADS=-1: must be >= 0"),
+    ({"SERVICE_THREADS": "two"}, "SERVICE_THREADS='two': expected a int"),
+    ({"SERVICE_MAX_BATCH": "0"}, "SERVICE_MAX_BATCH=0: must be >= 1"),
+    ({"SERVICE_CONCURRENCY": "0"}, "SERVICE_CONCURRENCY=0: must be >= 1"),
+    ({"SERVICE_BODY_TIMEOUT_S": "0"}, "SERVICE_BODY_TIMEOUT_S=0.0: must be > 0"),
+    ({"SERVICE_QUEUE_TARGET_S": "-1"}, "SERVICE_QUEUE_TARGET_S=-1.0: must be >= 0"),
+    ({"SERVICE_QUEUE_TARGET_S": "nan"}, "SERVICE_QUEUE_TARGET_S=nan: must be >= 0"),
+])
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ValueError) as e:
+        Settings.from_env(env)
+    assert str(e.value) == message
+
+
+def test_documented_lists_every_setting_with_its_default():
+    rows = Settings.documented()
+    assert [r[0] for r in rows] == [f.metadata["env"] for f in dataclasses.fields(Settings)]
+    assert ("SERVICE_QUEUE_TARGET_S", "0.5") == rows[6][:2]
+    assert all(r[2] for r in rows)
