@@ -1,0 +1,262 @@
+"""The web page (service/web/, served by service/webpage.py) in a real browser against a real server.
+
+Debian's chromium, driven by Playwright (which cannot download its own browsers here). Every
+request the browser makes is recorded, and none may leave the service's origin, on the page or on
+/docs. The browser reaches the server as http://thermo.test:<port>, a name mapped to 127.0.0.1,
+because Swagger UI behaves differently on localhost (it skips its third-party validator badge there).
+Writes docs/web-page.png, the README's screenshot.
+"""
+
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+HOST = "thermo.test"
+SCREENSHOT = REPO / "docs" / "web-page.png"
+TIMEOUT_MS = 30_000  # a busy 2-core machine
+
+# Mouse strokes per digit, in the 280x280 canvas's pixels: drawn large and centred, as the help asks.
+STROKES = {
+    1: [[(150, 45), (138, 235)]],
+    7: [[(75, 60), (205, 60), (125, 235)]],
+    0: [[(140 + 60 * math.sin(2 * math.pi * i / 40), 140 - 90 * math.cos(2 * math.pi * i / 40)) for i in range(41)]],
+}
+IDLE = ("() => document.querySelector('#digit-result').getAttribute('aria-busy') === 'false'"
+        " && document.querySelector('#digit').textContent !== '–'")
+SEEN_PIXELS = """() => {
+  const c = document.querySelector('#seen');
+  const d = c.getContext('2d').getImageData(0, 0, 28, 28).data;
+  return Array.from({length: 784}, (_, i) => d[4 * i]);
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(serve):
+    with serve(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-browser-")) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def origin(server):
+    return f"http://{HOST}:{urlsplit(server).port}"
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """Every request, response and JavaScript error of the whole module, for the last tests to judge."""
+    return {"requests": [], "responses": [], "errors": []}
+
+
+@pytest.fixture(scope="module")
+def context(recorded):
+    # A missing browser is a failure, not a skip: `.ci/run` installs Debian's chromium (CHROMIUM=path to use another).
+    assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: apt-get install -y chromium"
+    import playwright.sync_api as playwright
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
+        ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+        ctx.set_default_timeout(TIMEOUT_MS)
+        ctx.on("request", lambda r: recorded["requests"].append(r.url))
+        ctx.on("response", lambda r: recorded["responses"].append(r))
+        ctx.on("console", lambda m: "Content Security Policy" in m.text and recorded["errors"].append(m.text))
+        ctx.on("weberror", lambda e: recorded["errors"].append(str(e.error)))
+        yield ctx
+        browser.close()
+
+
+@pytest.fixture
+def page(context, origin):
+    """A fresh load of the page, its chart drawn."""
+    page = context.new_page()
+    page.goto(f"{origin}/")
+    page.wait_for_selector("#chart path.model-line")
+    yield page
+    page.close()
+
+
+def draw(page, digit: int) -> None:
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+
+    def at(x, y):
+        return box["x"] + x * scale, box["y"] + y * scale
+
+    for stroke in STROKES[digit]:
+        page.mouse.move(*at(*stroke[0]))
+        page.mouse.down()
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            page.mouse.move(*at(x1, y1), steps=max(1, round(math.hypot(x1 - x0, y1 - y0) / 8)))
+        page.mouse.up()
+
+
+def last_answer(recorded, path="/digit/image") -> dict:
+    return next(r for r in reversed(recorded["responses"]) if urlsplit(r.url).path == path).json()
+
+
+def convert(page, text: str, model: str) -> None:
+    page.fill("#readings", text)
+    page.check(f"input[name=model][value={model}]")
+    page.press("#readings", "Enter")
+
+
+def test_page_and_assets_are_served_with_their_types(server):
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "googletagmanager" not in page.text.lower()
+    for path, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        asset = httpx.get(f"{server}/web/{path}")
+        assert asset.status_code == 200 and kind in asset.headers["content-type"], path
+        assert asset.headers["cache-control"] == "no-cache"
+    missing = httpx.get(f"{server}/web/nothing.js")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    docs = httpx.get(f"{server}/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "googletagmanager" not in docs.text.lower()
+
+
+def test_drawn_digits_are_recognised_live(page, recorded):
+    for digit in (1, 7, 0):
+        page.click("#clear")
+        assert page.inner_text("#digit") == "–"
+        draw(page, digit)
+        page.wait_for_function(IDLE)
+        assert page.inner_text("#digit") == str(digit)
+        answer = last_answer(recorded)
+        assert answer["digit"] == digit
+        # The ten bars, the top one marked, and the 28x28 image the model saw drawn beside the canvas.
+        assert page.locator("#probabilities li").count() == 10
+        assert page.inner_text("#probabilities li.top .digit") == str(digit)
+        assert page.inner_text("#confidence") == f"confidence {100 * answer['confidence']:.1f} %"
+        seen = page.evaluate(SEEN_PIXELS)
+        assert seen == [v for row in answer["pixels"] for v in row] and max(seen) == 255
+
+
+def test_uploaded_png_is_classified_and_previewed(page, recorded, mnist_test_images):
+    images, labels = mnist_test_images
+    # A scan: the second MNIST test digit (a 2), black on white, 200x200.
+    scan = Image.fromarray(255 - images[1]).resize((200, 200), Image.BICUBIC)
+    png = io.BytesIO()
+    scan.save(png, format="PNG")
+    page.set_input_files("#file", files=[{"name": "two.png", "mimeType": "image/png", "buffer": png.getvalue()}])
+    page.wait_for_function(IDLE)
+    assert page.inner_text("#digit") == str(labels[1]) == "2"
+    assert "two.png" in page.inner_text("#digit-source")
+    assert page.get_attribute("#seen", "data-drawn") == "true"
+    answer = last_answer(recorded)
+    assert page.evaluate(SEEN_PIXELS) == [v for row in answer["pixels"] for v in row]
+
+
+def test_thermometer_converts_and_plots(page, server):
+    convert(page, "21.8, 50  81.9,100", "both")
+    page.wait_for_selector("#celsius:not([hidden])")
+    page.wait_for_function("() => document.querySelectorAll('#chart .user-point').length === 8")
+    readings = [21.8, 50, 81.9, 100]
+    for model in ("linear", "mlp"):
+        shown = [float(v) for v in page.eval_on_selector_all(f"data.celsius.{model}", "els => els.map(e => e.value)")]
+        direct = httpx.post(f"{server}/temperature", json={"readings": readings, "model": model}).json()["celsius"]
+        assert shown == direct, model
+    assert page.locator("#chart circle.train-point").count() == 11
+    assert sorted(page.eval_on_selector_all("#chart path.model-line", "els => els.map(e => e.dataset.model)")) == ["linear", "mlp"]
+    assert "Your readings: 21.8 →" in page.text_content("#chart-desc")
+    # One model only: one column, four marks.
+    convert(page, "35.7", "mlp")
+    page.wait_for_function("() => document.querySelectorAll('#chart .user-point').length === 1")
+    assert page.locator("data.celsius").count() == 1 and page.locator("data.celsius.mlp").count() == 1
+
+
+def test_errors_show_the_servers_sentence(page, server):
+    convert(page, "20 warm", "linear")
+    page.wait_for_selector("#thermo-error:not(:empty)")
+    expected = httpx.post(f"{server}/temperature", json={"readings": [20, "warm"]}).json()["error"]
+    assert page.inner_text("#thermo-error") == expected == "readings[1]: Input should be a valid number"
+    assert page.is_hidden("#celsius")
+    assert page.get_attribute("#thermo-result", "aria-live") == "polite"
+
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}])
+    page.wait_for_selector("#digit-error:not(:empty)")
+    expected = httpx.post(f"{server}/digit/image", files={"image": ("notes.txt", b"not an image", "text/plain")}).json()
+    assert page.inner_text("#digit-error") == expected["error"]
+    assert page.inner_text("#digit") == "–"
+    assert page.get_attribute("#digit-result", "aria-live") == "polite"
+
+
+def test_keyboard_and_labels(page):
+    # Every control has a label, and Clear, the file input and Convert are reachable by Tab.
+    for control in page.query_selector_all("input, select, textarea"):
+        assert control.evaluate("e => e.labels.length > 0"), control.evaluate("e => e.outerHTML")
+    reached = set()
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.name"))
+    assert {"clear", "file", "readings", "model", "convert"} <= reached
+    page.focus("#readings")
+    page.keyboard.press("End")
+    page.keyboard.type(" 40")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#celsius:not([hidden])")
+    assert page.locator("data.celsius").count() == 4
+
+
+def test_screenshot(page):
+    draw(page, 7)
+    page.wait_for_function(IDLE)
+    convert(page, "35.7, 55.9, 81.9", "both")
+    page.wait_for_function("() => document.querySelectorAll('#chart .user-point').length === 6")
+    page.locator("#readings").blur()  # no focus ring in the picture
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size < 300_000
+
+
+def test_phone_width_stacks_without_horizontal_scroll(context, origin):
+    page = context.new_page()
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"{origin}/")
+    page.wait_for_selector("#chart path.model-line")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    digit, thermo = (page.locator(f"#{p}-panel").bounding_box() for p in ("digit", "thermo"))
+    assert thermo["y"] >= digit["y"] + digit["height"]  # stacked
+    draw(page, 1)  # the canvas is shown smaller here; drawing still works
+    page.wait_for_function(IDLE)
+    assert page.inner_text("#digit") == "1"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.close()
+
+
+def test_docs_is_swagger_ui_without_tag_manager(context, origin):
+    page = context.new_page()
+    page.goto(f"{origin}/docs")
+    page.wait_for_selector(".opblock-summary-path")
+    page.wait_for_load_state("networkidle")
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+    assert {"/temperature", "/digit", "/digit/image", "/metadata"} <= set(paths)
+    assert "googletagmanager" not in page.content().lower()
+    page.close()
+
+
+def test_no_request_left_the_origin(context, origin, recorded):
+    # Last in the module: judges every request above (the page, drawings, uploads, /docs and its assets),
+    # and loads both pages itself, so that it also means something when run alone.
+    for path, ready in (("/", "#chart path.model-line"), ("/docs", ".opblock-summary-path")):
+        page = context.new_page()
+        page.goto(f"{origin}{path}")
+        page.wait_for_selector(ready)
+        page.wait_for_load_state("networkidle")
+        page.close()
+    assert {f"{origin}/docs.json", f"{origin}/web/app.js"} <= set(recorded["requests"])
+    elsewhere = sorted({url for url in recorded["requests"] if not url.startswith(f"{origin}/")})
+    assert elsewhere == []
+    assert recorded["errors"] == []
