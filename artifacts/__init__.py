@@ -1,12 +1,17 @@
-"""The one contract between training and serving: a model folder (files + metadata.json) and its BentoML store entry.
+"""The one contract between training and serving: a model folder (files + metadata.json), its tensor spec, and its BentoML store entries.
 
 A model folder ``models/<name>/`` holds ``model.pt`` (TorchScript), ``model.onnx`` (ONNX, weights
 embedded) and ``metadata.json``.  ``metadata["files"]`` maps each model file to its sha256, and the
-model's version is derived from those checksums, so identical files always get the identical
-BentoML tag: re-registering them is a no-op instead of a new version.
+model's version is derived from those checksums, so identical files always get the identical version.
+``metadata["inputs"]`` and ``["outputs"]`` each hold one tensor spec (name, dtype, shape with -1 for
+the batch): the service refuses to start when a model's spec is not what its endpoint feeds it.
 
-This module imports neither torch nor anything HTTP: training writes folders with it, the service
-reads and verifies them with it.
+The names of the models, on both sides, are the constants below. Training writes folders (and never
+touches the model store); the service registers each folder it serves in the BentoML store, one entry
+per backend holding only that backend's file (``mnist-fc-onnx:<version>``: ``model.onnx`` and
+``metadata.json``), so that a Bento or image carries only what it loads. Registering is idempotent.
+
+This module imports neither torch nor anything HTTP.
 """
 
 from __future__ import annotations
@@ -15,20 +20,73 @@ import hashlib
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 METADATA_FILE = "metadata.json"
-MODEL_FILES = ("model.onnx", "model.pt")  # the files a metadata.json must vouch for
+FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}  # backend -> the file it loads
+MODEL_FILES = tuple(FILES.values())  # the files a metadata.json must vouch for
 VERSION_LENGTH = 16
+
+TEMPERATURE_LINEAR = "temperature-linear"
+TEMPERATURE_MLP = "temperature-mlp"
+MNIST = "mnist-fc"
+MODEL_NAMES = (TEMPERATURE_LINEAR, TEMPERATURE_MLP, MNIST)
+DTYPES = ("float32", "float64")
 
 log = logging.getLogger(__name__)
 
 
 class ArtifactError(RuntimeError):
-    """A model folder or store entry is missing, incomplete or does not match its checksums."""
+    """A model folder or store entry is missing, incomplete, or does not match its checksums or spec."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor: its name, dtype and shape (-1 = any size, the batch)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, entry: Any, where: str) -> "TensorSpec":
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where}: expected an object with name, dtype and shape")
+        name, dtype, shape = entry.get("name"), entry.get("dtype"), entry.get("shape")
+        if not isinstance(name, str) or not name:
+            raise ArtifactError(f"{where}: 'name' must be a non-empty string")
+        if dtype not in DTYPES:
+            raise ArtifactError(f"{where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if (not isinstance(shape, list) or not shape
+                or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape)):
+            raise ArtifactError(f"{where}: shape {shape!r} must be a list of sizes (-1 for any)")
+        return cls(name, dtype, tuple(shape))
+
+    def describe(self) -> str:
+        return f"{self.name} {self.dtype} {list(self.shape)}"
+
+
+def io_spec(metadata: dict[str, Any], where: str = METADATA_FILE) -> tuple[TensorSpec, TensorSpec]:
+    """The (input, output) tensor specs of a model with one input and one output."""
+    specs = []
+    for key in ("inputs", "outputs"):
+        entries = metadata.get(key)
+        if not isinstance(entries, list) or len(entries) != 1:
+            raise ArtifactError(f"{where}: '{key}' must list exactly one tensor")
+        specs.append(TensorSpec.parse(entries[0], f"{where}: {key}[0]"))
+    return specs[0], specs[1]
+
+
+def check_spec(metadata: dict[str, Any], expected_input: TensorSpec, expected_output: TensorSpec,
+               where: str = METADATA_FILE) -> None:
+    """Raise ArtifactError naming the difference when the model's spec is not what its caller feeds and reads."""
+    for role, got, want in zip(("input", "output"), io_spec(metadata, where), (expected_input, expected_output)):
+        if (got.dtype, got.shape) != (want.dtype, want.shape):
+            raise ArtifactError(f"{where}: {role} is {got.describe()}, but the service uses {want.describe()}")
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -62,53 +120,51 @@ def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> Path:
     return path
 
 
-def verify(model_dir: Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Recompute every listed file's sha256; raise ArtifactError naming the first bad file."""
+def verify(model_dir: Path, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Recompute the sha256 of every listed file (or of the `only` ones); raise ArtifactError naming the first bad file."""
     model_dir = Path(model_dir)
-    metadata = read_metadata(model_dir) if metadata is None else metadata
+    metadata = read_metadata(model_dir)
     files = metadata.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: no 'files' checksums")
-    for name, expected in files.items():
+    if metadata.get("version") != content_version(files):
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: version does not match the file checksums")
+    for name in only if only is not None else files:
         path = model_dir / name
+        if name not in files:
+            raise ArtifactError(f"{model_dir / METADATA_FILE}: has no checksum for {name}")
         if not path.is_file():
             raise ArtifactError(f"{path}: listed in metadata.json but missing")
         actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactError(
-                f"{path}: sha256 {actual} does not match metadata.json ({expected})"
-            )
-    if metadata.get("version") != content_version(files):
-        raise ArtifactError(f"{model_dir / METADATA_FILE}: version does not match the file checksums")
+        if actual != files[name]:
+            raise ArtifactError(f"{path}: sha256 {actual} does not match metadata.json ({files[name]})")
     return metadata
 
 
-def tag_of(model_dir: Path) -> str:
-    """The BentoML tag ``name:version`` a model folder registers as."""
+def store_tag(model_dir: Path, backend: str) -> str:
+    """The BentoML tag ``<name>-<backend>:<version>`` of a model folder's store entry for one backend."""
+    if backend not in FILES:
+        raise ValueError(f"unknown backend {backend!r}")
     metadata = read_metadata(model_dir)
-    return f"{metadata['name']}:{metadata['version']}"
+    return f"{metadata['name']}-{backend}:{metadata['version']}"
 
 
-def register(model_dir: Path) -> str:
-    """Import a verified model folder into the BentoML model store, unless that tag is already there."""
-    import bentoml  # imported here so training's --no-register path never needs it
+def register(model_dir: Path, backend: str) -> str:
+    """Import a verified model folder's `backend` file into the BentoML store, unless that tag is already there."""
+    import bentoml
     from bentoml.exceptions import NotFound
 
     model_dir = Path(model_dir)
-    metadata = verify(model_dir)
-    tag = f"{metadata['name']}:{metadata['version']}"
+    metadata = verify(model_dir, only=(FILES[backend],))
+    tag = store_tag(model_dir, backend)
     try:
         bentoml.models.get(tag)
         return tag
     except NotFound:
         pass
-    labels = {
-        "task": str(metadata.get("task", "")),
-        "framework": "pytorch",
-        "formats": "onnx-torchscript",
-    }
+    labels = {"task": str(metadata.get("task", "")), "framework": "pytorch", "format": backend}
     with bentoml.models.create(tag, labels=labels, metadata=store_metadata(metadata)) as model:
-        for name in [*metadata["files"], METADATA_FILE]:
+        for name in (FILES[backend], METADATA_FILE):
             shutil.copy2(model_dir / name, model.path_of(name))
     log.info("registered %s in the BentoML model store", tag)
     return tag
@@ -120,12 +176,9 @@ def store_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: metadata[k] for k in keep if k in metadata}))
 
 
-def ensure_registered(models_dir: Path = MODELS_DIR) -> list[str]:
-    """Register every committed model folder that the store lacks (a fresh BENTOML_HOME serves too)."""
+def ensure_registered(backend: str, models_dir: Path = MODELS_DIR) -> list[str]:
+    """Register every committed model folder the store lacks for `backend` (a fresh BENTOML_HOME serves too)."""
     if not Path(models_dir).is_dir():
-        return []  # inside a built Bento the models come from the Bento's own store
-    return [
-        register(d)
-        for d in sorted(Path(models_dir).iterdir())
-        if (d / METADATA_FILE).is_file() and any((d / f).exists() for f in MODEL_FILES)
-    ]
+        return []
+    return [register(models_dir / name, backend) for name in MODEL_NAMES
+            if (models_dir / name / FILES[backend]).is_file()]

@@ -28,11 +28,26 @@ def bento():
     return tag, home, json.loads(info.stdout)
 
 
-def test_bento_pins_the_committed_model_versions(bento):
-    _, _, info = bento
+def test_bento_pins_the_committed_model_versions_onnx_only(bento):
+    _, home, info = bento
     models = {m["tag"] for s in info["services"] for m in s["models"]}
-    expected = {artifacts.tag_of(d) for d in (REPO / "models").iterdir() if (d / "metadata.json").exists()}
-    assert models == expected
+    assert models == {artifacts.store_tag(artifacts.MODELS_DIR / name, "onnx") for name in artifacts.MODEL_NAMES}
+    for tag in models:  # the lean Bento's models hold the ONNX file alone: no TorchScript weights it never loads
+        name, version = tag.split(":")
+        files = {p.name for p in (Path(home) / "models" / name / version).iterdir()}
+        assert files == {"model.onnx", "metadata.json", "model.yaml"}
+
+
+def test_the_gpu_variant_pins_the_torchscript_entries(tmp_path):
+    # What `bentoml build -f bentofile.gpu.yaml` evaluates: the service as imported through its entry point.
+    code = ("import service.gpu as g; print(sorted(str(m.tag) for m in "
+            "(g.ThermoDigits.inner.temperature_linear, g.ThermoDigits.inner.temperature_mlp, g.ThermoDigits.inner.mnist_fc)))")
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**env, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(sorted(
+        artifacts.store_tag(artifacts.MODELS_DIR / name, "torchscript") for name in artifacts.MODEL_NAMES))
 
 
 def test_bento_carries_only_what_it_needs(bento):
@@ -69,3 +84,6 @@ def test_bento_serves_temperature_and_digit(bento, serve, mnist_test_images, tmp
         assert r.status_code == 200 and abs(r.json()["celsius"][0] - 1.858) < 1e-3
         r = httpx.post(f"{url}/digit", json={"pixels": images[0].tolist()})
         assert r.status_code == 200 and r.json()["digit"] == labels[0]
+        page = httpx.get(f"{url}/")  # the web page travels with the Bento
+        assert page.status_code == 200 and "<canvas" in page.text
+        assert httpx.get(f"{url}/web/app.js").status_code == 200

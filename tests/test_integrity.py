@@ -15,13 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_server_refuses_a_tampered_model(tmp_path):
-    from reliability.server import free_port
+    from harness.server import free_port
 
     home = tempfile.mkdtemp(prefix="bentoml-home-tamper-")
     env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
-    subprocess.run([sys.executable, "-c", "import artifacts; artifacts.ensure_registered()"],
+    subprocess.run([sys.executable, "-c", "import artifacts; artifacts.ensure_registered('onnx')"],
                    cwd=REPO, env=env, check=True)
-    name, version = artifacts.tag_of(REPO / "models" / "mnist-fc").split(":")
+    name, version = artifacts.store_tag(REPO / "models" / "mnist-fc", "onnx").split(":")
     tampered = Path(home) / "models" / name / version / "model.onnx"
     tampered.write_bytes(tampered.read_bytes()[:-1] + b"\0")
 

@@ -160,7 +160,6 @@ def export_model(
     task: str = "",
     extra: dict[str, Any] | None = None,
     check_argmax: bool = False,
-    register: bool = True,
 ) -> Path:
     """Write ``<out_root>/<name>/{model.pt, model.onnx, metadata.json}``; raise ParityError rather than write a bad export.
 
@@ -196,7 +195,6 @@ def export_model(
         for f in [*files, artifacts.METADATA_FILE]:
             shutil.move(scratch / f, target / f)
     artifacts.verify(target)
-    print(f"exported {name} version {metadata['version']} to {target} (parity {parity})")
-    if register:
-        print(f"registered {artifacts.register(target)} in the BentoML model store")
+    print(f"exported {name} version {metadata['version']} to {target} (parity {parity}); "
+          f"the service imports it into its model store when it starts")
     return target

@@ -133,7 +133,6 @@ def export(kind: str, model: Thermometer, metrics: dict, args: argparse.Namespac
         metrics=metrics,
         extra={"data": {"t_u": T_U, "t_c": T_C, "source": "shared/seed; Deep Learning with PyTorch ch. 5"},
                "seed": args.seed},
-        register=not args.no_register,
     )
 
 
@@ -147,7 +146,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=5000)
     p.add_argument("--out", default="models", help="export root: writes <out>/temperature-<model>/")
     p.add_argument("--no-export", action="store_true")
-    p.add_argument("--no-register", action="store_true", help="do not import into the BentoML model store")
 
 
 def main(args: argparse.Namespace) -> dict[str, dict]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from conftest import MNIST_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_torchrun_two_processes_train_a_few_steps(tmp_path):

@@ -1,4 +1,4 @@
-"""Export: parity is enforced, metadata checksums hold, re-export is byte-identical and registers once."""
+"""Export: parity is enforced, metadata checksums hold, re-export is byte-identical, and a folder registers once per backend."""
 
 import argparse
 import json
@@ -14,7 +14,8 @@ import torch
 import artifacts
 from training import export, temperature
 
-REPO = Path(__file__).resolve().parents[1]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,21 @@ def test_onnx_and_torchscript_match_eager_including_extremes(exported):
     assert session.run(None, {"readings": np.zeros((777, 1))})[0].shape == (777, 1)
 
 
-def test_reexport_is_identical_and_registers_once(exported):
+def test_reexport_is_identical_and_registers_once_per_backend(exported):
     model, path, args = exported
     before = json.loads((path / "metadata.json").read_text())
     temperature.export("linear", model, {"train_mse": 0.0}, args)
     after = json.loads((path / "metadata.json").read_text())
     assert after["files"] == before["files"] and after["version"] == before["version"]
-    versions = [m.tag.version for m in bentoml.models.list("temperature-linear")]
-    assert versions.count(before["version"]) == 1
+    for backend in ("onnx", "torchscript"):
+        tags = {artifacts.register(path, backend) for _ in range(2)}
+        assert tags == {f"temperature-linear-{backend}:{before['version']}"}
+        versions = [m.tag.version for m in bentoml.models.list(f"temperature-linear-{backend}")]
+        assert versions.count(before["version"]) == 1
+        stored = bentoml.models.get(tags.pop())
+        # the entry holds only that backend's file (a Bento or image carries what it loads, no more)
+        assert sorted(p.name for p in Path(stored.path).iterdir() if p.name != "model.yaml") == sorted(
+            [artifacts.FILES[backend], "metadata.json"])
 
 
 def test_parity_failure_rejects_the_export(tmp_path):
@@ -78,7 +86,7 @@ def test_parity_failure_rejects_the_export(tmp_path):
     x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
     with pytest.raises(export.ParityError, match="exceeds"):
         export.export_model(Drifting(), "drift", tmp_path, example=x, parity_inputs=x, atol=1e-4,
-                            input_spec={"name": "x"}, output_spec={"name": "y"}, metrics={}, register=False)
+                            input_spec={"name": "x"}, output_spec={"name": "y"}, metrics={})
     assert not (tmp_path / "drift" / "model.onnx").exists()  # nothing half-written
 
 

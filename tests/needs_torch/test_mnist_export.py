@@ -9,9 +9,11 @@ import pytest
 import torch
 
 import artifacts
-from training import export, mnist
+from training import export
+from training.mnist_model import MnistFC, Probabilities
 
-COMMITTED = Path(__file__).resolve().parents[1] / "models" / "mnist-fc"
+
+COMMITTED = Path(__file__).resolve().parents[2] / "models" / "mnist-fc"
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +25,10 @@ def test_set(mnist_test_images):
 def test_fresh_export_passes_parity_on_the_test_set(tmp_path, test_set):
     x, _ = test_set
     torch.manual_seed(0)
-    module = mnist.Probabilities([mnist.MnistFC((64, 32), dropout=0.1, batchnorm=True) for _ in range(2)]).eval()
+    module = Probabilities([MnistFC((64, 32), dropout=0.1, batchnorm=True) for _ in range(2)]).eval()
     path = export.export_model(module, "mnist-fc", tmp_path, example=torch.rand(4, 1, 28, 28), parity_inputs=x,
                                atol=1e-5, check_argmax=True, input_spec={"name": "images"},
-                               output_spec={"name": "probabilities"}, metrics={}, register=False)
+                               output_spec={"name": "probabilities"}, metrics={})
     parity = json.loads((path / "metadata.json").read_text())["parity"]
     assert parity["inputs"] == 10_000
     assert parity["argmax_mismatches_onnx"] == parity["argmax_mismatches_torchscript"] == 0

@@ -7,23 +7,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import mnist
+from training import calibration, mnist
 from training.augment import augment
+from training.mnist_data import VAL_SIZE, load_mnist, split_indices
+from training.mnist_model import MnistFC, Probabilities
 from training.plots import save_report
 
+
 DATA_ROOT = os.environ.get(
-    "MNIST_DATA_ROOT", str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"))
+    "MNIST_DATA_ROOT", str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"))
 
 
 def make_args(tmp_path, *extra):
     parser = mnist.add_arguments(argparse.ArgumentParser())
     return parser.parse_args(["--data-root", DATA_ROOT, "--no-download", "--out", str(tmp_path / "models"),
-                              "--no-export", "--no-register", *extra])
+                              "--no-export", *extra])
 
 
 @pytest.fixture(scope="module")
 def data():
-    return mnist.load_mnist(DATA_ROOT, download=False)
+    return load_mnist(DATA_ROOT, download=False)
 
 
 def test_load_mnist_shapes_and_md5(data):
@@ -34,7 +37,9 @@ def test_load_mnist_shapes_and_md5(data):
     for y in (data["train_y"], data["test_y"]):
         assert int(y.min()) == 0 and int(y.max()) == 9
         assert torch.bincount(y, minlength=10).min() > 800  # every class is present in bulk
-    expected = {os.path.basename(name): md5 for name, md5 in mnist.torchvision.datasets.MNIST.resources}
+    import torchvision
+
+    expected = {os.path.basename(name): md5 for name, md5 in torchvision.datasets.MNIST.resources}
     for name, md5 in data["md5"].items():
         assert len(md5) == 32
         if name in expected:
@@ -46,30 +51,30 @@ def test_load_mnist_shapes_and_md5(data):
 
 def test_missing_data_gives_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="--data-root"):
-        mnist.load_mnist(str(tmp_path / "nowhere"), download=False)
+        load_mnist(str(tmp_path / "nowhere"), download=False)
 
 
 def test_split_is_deterministic_and_disjoint():
-    train_idx, val_idx = mnist.split_indices(60000)
-    assert len(train_idx) == 55000 and len(val_idx) == mnist.VAL_SIZE == 5000
+    train_idx, val_idx = split_indices(60000)
+    assert len(train_idx) == 55000 and len(val_idx) == VAL_SIZE == 5000
     assert not set(val_idx.tolist()) & set(train_idx.tolist())
     assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(60000))
-    again_train, again_val = mnist.split_indices(60000)
+    again_train, again_val = split_indices(60000)
     assert torch.equal(train_idx, again_train) and torch.equal(val_idx, again_val)
 
 
 def test_model_and_probabilities_shapes():
     torch.manual_seed(0)
-    members = [mnist.MnistFC((32, 16), dropout=0.1, batchnorm=True) for _ in range(2)]
+    members = [MnistFC((32, 16), dropout=0.1, batchnorm=True) for _ in range(2)]
     x = torch.rand(5, 1, 28, 28)
     assert members[0].eval()(x).shape == (5, 10)
     assert not any(isinstance(m, torch.nn.Conv2d) for m in members[0].modules())
-    probs = mnist.Probabilities(members).eval()(x)
+    probs = Probabilities(members).eval()(x)
     assert probs.shape == (5, 10)
     torch.testing.assert_close(probs.sum(1), torch.ones(5))
     expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
     torch.testing.assert_close(probs, expected)
-    single = mnist.Probabilities(members[0]).eval()
+    single = Probabilities(members[0]).eval()
     torch.testing.assert_close(torch.jit.trace(single, x)(x), single(x))
     torch.testing.assert_close(torch.jit.script(single)(x), single(x))
 
@@ -124,14 +129,75 @@ def test_augment_shape_range_identity_and_determinism(data):
     torch.testing.assert_close(augment(x, torch.Generator().manual_seed(1), **kwargs), warped)
 
 
-def test_save_report_writes_three_pngs(tmp_path, data):
+def test_save_report_writes_four_pngs(tmp_path, data):
     history = [{"member": 0, "epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.1 / e, "val_loss": 1.1 / e,
                 "val_acc": 1 - 0.12 / e, "lr": 1e-3, "seconds": 1.0} for e in (1, 2, 3)]
     y = data["test_y"][:200]
     predictions = y.clone()
     predictions[:7] = (predictions[:7] + 1) % 10
     cm = torch.bincount(y * 10 + predictions, minlength=100).reshape(10, 10).tolist()
-    paths = save_report(tmp_path / "report", history, cm, data["test_x"][:200], y, predictions)
-    assert [p.name for p in paths] == ["curves.png", "confusion.png", "misclassified.png"]
+    probs = torch.nn.functional.one_hot(predictions, 10).float() * 0.9 + 0.01
+    cal = {"temperature": 0.8, **{k: calibration.reliability(probs, y) for k in ("test_before", "test_after")}}
+    paths = save_report(tmp_path / "report", history, cm, data["test_x"][:200], y, probs, cal)
+    assert [p.name for p in paths] == ["curves.png", "confusion.png", "misclassified.png", "calibration.png"]
     for p in paths:
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+
+
+def test_members_are_cached_and_reused_bit_for_bit(tmp_path):
+    extra = ["--limit-train", "512", "--max-steps", "4", "--batch-size", "64", "--hidden", "32",
+             "--threads", "2", "--ensemble", "2", "--cache-dir", str(tmp_path / "cache"), "--no-test"]
+    first = mnist.run(make_args(tmp_path, *extra))
+    assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 2
+    again = mnist.run(make_args(tmp_path, *extra, "--ensemble", "3"))  # members 0-1 reused, member 2 trained
+    assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 3
+    a, b = first["module"].state_dict(), again["module"].state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert "test_accuracy" not in again["metrics"]  # --no-test: the test set was not looked at
+
+
+def test_a_distilled_student_learns_from_its_teacher(tmp_path):
+    args = make_args(tmp_path, "--profile", "distilled", "--limit-train", "2048", "--max-steps", "30",
+                     "--hidden", "64", "--threads", "2", "--no-test", "--cache-dir", str(tmp_path / "cache"))
+    result = mnist.run(args)
+    assert result["recipe"]["teacher"] == "teacher" and result["recipe"]["hidden"] == (64,)
+    assert result["metrics"]["val_accuracy"] > 0.5
+    # the teacher's 5 members were trained (and cached) first, and their time counts in the recipe's cost
+    assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 6
+    assert result["training_seconds"] > sum(h["seconds"] for h in result["history"])
+
+
+def test_distillation_loss_matches_its_definition():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(8, 10), torch.softmax(torch.randn(8, 10), 1)
+    labels = torch.randint(0, 10, (8,))
+    recipe = {"distill_temperature": 2.0, "distill_alpha": 0.7, "label_smoothing": 0.0}
+    from training.fit import distillation_loss
+
+    soft = torch.softmax(teacher.log() / 2, 1)
+    kl = (soft * (soft.log() - torch.log_softmax(logits / 2, 1))).sum(1).mean() * 4
+    expected = 0.7 * kl + 0.3 * torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(distillation_loss(logits, teacher, labels, recipe), expected)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    torch.manual_seed(0)
+    true_t = 0.5
+    logits = torch.randn(20000, 10) * 2
+    labels = torch.distributions.Categorical(logits=logits).sample()  # labels drawn from softmax(logits)
+    overconfident = torch.softmax(logits / true_t, 1)  # the model says softmax(logits / 0.5)
+    t = calibration.fit_temperature(overconfident, labels)
+    assert abs(t - 1 / true_t) < 0.1  # rescaling by T = 2 gives the true probabilities back
+    fixed = calibration.rescale(overconfident, t)
+    assert calibration.reliability(fixed, labels)["ece"] < calibration.reliability(overconfident, labels)["ece"] / 3
+    assert torch.equal(fixed.argmax(1), overconfident.argmax(1))  # accuracy unchanged
+
+
+def test_calibrated_module_applies_the_temperature():
+    torch.manual_seed(0)
+    member = MnistFC((16,)).eval()
+    module = Probabilities([member]).eval()
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(calibration.Calibrated(module, 0.7)(x), calibration.rescale(module(x), 0.7))
+    torch.testing.assert_close(calibration.Calibrated(module, 1.0)(x), module(x))

@@ -9,6 +9,7 @@ import torch
 from training import temperature
 
 
+
 def args(**overrides) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     temperature.add_arguments(parser)
