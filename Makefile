@@ -50,7 +50,7 @@ train-temperature: $(VENV)/.dev
 	$(BIN)/python -m training temperature
 
 train-mnist: $(VENV)/.dev
-	$(BIN)/python -m training mnist --profile best --data-root $(MNIST_DATA_ROOT)
+	$(BIN)/python -m training mnist --profile committee --cache-dir build/mnist-members --data-root $(MNIST_DATA_ROOT)
 
 container: $(VENV)/.serve
 	deploy/container.sh

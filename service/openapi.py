@@ -13,8 +13,8 @@ BentoML builds the document in ``_bentoml_sdk.service.openapi.generate_spec`` ea
   408 (body too slow), 413 (body too large), 415 (wrong content type), 429 (overloaded:
   service/admission.py) and 504 (over ``traffic.timeout``). The request body is required.
 * The multipart ``image`` field: a binary file whose part should be an image type.
-* Pixel arrays: 28 rows of 28 values is enforced by a pydantic "before" validator, invisible to the
-  JSON schema; the value bound implied by ``max_value <= 65535`` likewise.
+* Pixel arrays: the value bound implied by ``pixel <= max_value <= 65535`` (a rule across two fields)
+  is added to the pixel schema.
 * ``/readyz`` answers 503 until the models are loaded; the mounted ``GET /metadata`` is missing.
 
 ``install(service)`` wraps ``Service.openapi_spec`` so that, for that one service object, the
@@ -188,7 +188,8 @@ def _request_schema(doc: dict[str, Any], route: str, media_type: str = JSON) -> 
 
 
 def _pixel_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """items: {items: {number}} (one image) -> exactly SIDE x SIDE numbers in [0, MAX_PIXEL]."""
+    """items: {items: {number}} (one image) -> exactly SIDE x SIDE numbers in [0, MAX_PIXEL] (the sizes are there
+    already: they are restated so that a change of the request type cannot drop them unnoticed)."""
     row = schema.get("items")
     if not (schema.get("type") == "array" and isinstance(row, dict) and row.get("type") == "array"
             and isinstance(row.get("items"), dict) and row["items"].get("type") == "number"):

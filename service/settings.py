@@ -31,7 +31,7 @@ class Settings:
     body_timeout_s: float = _env("SERVICE_BODY_TIMEOUT_S", "a body not fully received by then gets 408",
                                  default=10.0)
     queue_target_s: float = _env("SERVICE_QUEUE_TARGET_S", "a request that would wait this long in the queue "
-                                 "gets 429 (service/admission.py); 0 = never refuse for waiting", default=0.5)
+                                 "gets 429 (service/admission.py); 0 = never refuse for waiting", default=0.6)
     concurrency: int = _env("SERVICE_CONCURRENCY", "requests a worker serves at once; the rest wait in its "
                             "first-in-first-out queue", default=32)
     max_requests: int = _env("SERVICE_MAX_REQUESTS", "hard cap on requests a worker holds (queued, served or "

@@ -125,11 +125,11 @@ def test_nan_pixel_is_refused(client):
     assert r.status_code == 400 and "finite number" in r.json()["error"]
 
 
-def test_many_bad_pixels_give_a_short_error_body(client):
-    r = client.post("/digits", json={"images": [[["x"] * 28] * 28] * 100})
+def test_many_bad_pixels_give_the_first_error_only(client):
+    r = client.post("/digits", json={"images": [[["x"] * 28] * 28] * 100})  # 78,400 bad values
     assert r.status_code == 400
     body = r.json()
-    assert len(body["detail"]) <= 20 and "more errors" in body["error"]
+    assert len(body["detail"]) == 1 and body["error"] == "images[0][0][0]: Input should be a valid number"
 
 
 UPLOAD_BAD = {

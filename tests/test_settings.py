@@ -11,7 +11,7 @@ def test_defaults():
     s = Settings.from_env({})
     assert s == Settings()
     assert (s.backend, s.device, s.threads, s.max_batch) == ("onnx", "auto", 0, 64)
-    assert (s.queue_target_s, s.concurrency, s.max_requests) == (0.5, 32, 512)
+    assert (s.queue_target_s, s.concurrency, s.max_requests) == (0.6, 32, 512)
 
 
 def test_every_field_is_read_from_its_variable():
@@ -44,5 +44,5 @@ def test_bad_values_name_the_variable(env, message):
 def test_documented_lists_every_setting_with_its_default():
     rows = Settings.documented()
     assert [r[0] for r in rows] == [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    assert ("SERVICE_QUEUE_TARGET_S", "0.5") == rows[6][:2]
+    assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[6][:2]
     assert all(r[2] for r in rows)
