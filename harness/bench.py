@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             if s.proc.poll() is None:
                 s.stop()
 
+    path = report.save("bench", results, args.json, service)  # kept even if a profile fails below
     if args.profile:
         from harness import profile
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                                for n in args.profile}
 
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    path = report.save("bench", results, args.json, service)
+    path = report.save("bench", results, path, service)
     print("6/6 report", flush=True)
     render.write(json.loads(path.read_text()), args.markdown)
     print(f"wrote {args.markdown} and {path} in {results['elapsed_s']:.0f} s")

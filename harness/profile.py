@@ -47,9 +47,9 @@ PARTS = [
 def parse_raw(path: Path) -> tuple[collections.Counter, int]:
     """py-spy's raw (collapsed) output: 'frame;frame;... count' per line, root first."""
     stacks: collections.Counter = collections.Counter()
-    for line in path.read_text(errors="replace").splitlines():  # py-spy can read a torn frame name
+    for line in path.read_text(errors="replace").splitlines():  # py-spy can read a torn frame name ...
         stack, _, count = line.rpartition(" ")
-        if stack:
+        if stack and count.isdigit():  # ... or a frame name with a newline in it: skip the pieces
             stacks[tuple(stack.split(";"))] += int(count)
     return stacks, sum(stacks.values())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -11,8 +10,6 @@ import numpy as np
 
 import artifacts
 from service.settings import Settings
-
-log = logging.getLogger("service")
 
 def cuda_available(backend: str) -> bool:
     """Whether `backend` can run on a CUDA GPU in this process (no torch import for ONNX Runtime)."""
@@ -46,7 +43,7 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle intra-op threads sleep instead of spinning after each run: a server calls run() a few
         # times per request, and spinning threads took ~30 % more CPU per request from the event loop
-        # (and other workers) for no gain in throughput (benchmarks/README.md).
+        # (and other workers) for no gain in throughput (harness/README.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)

@@ -46,3 +46,11 @@ def test_documented_lists_every_setting_with_its_default():
     assert [r[0] for r in rows] == [f.metadata["env"] for f in dataclasses.fields(Settings)]
     assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[6][:2]
     assert all(r[2] for r in rows)
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for env, default, _ in Settings.documented():
+        assert f"| `{env}` | `{default}` |" in readme, env

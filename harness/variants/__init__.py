@@ -1,0 +1,1 @@
+"""Service variants that the harness measures against the real service (never served by the project)."""
