@@ -91,7 +91,7 @@ async def digit_image(request: Request) -> Response:
         pixels = images.preprocess(data)
     except images.ImageError as e:
         return bad(str(e))
-    return JSONResponse(classify(to_batch([pixels], 255))[0])
+    return JSONResponse({**classify(to_batch([pixels], 255))[0], "pixels": pixels.tolist()})  # as the service
 
 
 async def readyz(_: Request) -> Response:

@@ -28,6 +28,9 @@ from harness.records import Records
 MAX_CONNECTIONS = 4096
 CONNECT, CLOSED, TIMEOUT, BAD, UNANSWERED = range(1, 6)  # harness.records.ERRORS
 TICK_S = 0.001  # the open-loop scheduler wakes at most once a millisecond and sends everything due
+# Idle keep-alive connections are not reused after this long: uvicorn closes them after 5 s, and a request
+# written just as the server closes its connection is lost (what browsers and HTTP libraries avoid the same way).
+IDLE_REUSE_S = 4.0
 
 
 def raw_request(host: str, p: Payload) -> bytes:
@@ -47,6 +50,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.current: tuple[int, float, float] | None = None  # (request index, scheduled, sent)
+        self.idle_since = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -99,8 +103,12 @@ class Driver:
         return min(bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1]), len(self.raw) - 1)
 
     def _dispatch(self, index: int, scheduled: float) -> None:
-        if self.idle:
-            self._send(self.idle.pop(), index, scheduled)
+        while self.idle:
+            conn = self.idle.pop()
+            if monotonic() - conn.idle_since > IDLE_REUSE_S:  # about to be closed by the server: drop it
+                conn.transport.close()  # connection_lost then takes it out of the count
+                continue
+            self._send(conn, index, scheduled)
             return
         self.pending.append((index, scheduled))
         if self.connections < self.max_connections and self.opening < len(self.pending):
@@ -134,6 +142,7 @@ class Driver:
         if self.pending:
             self._send(conn, *self.pending.popleft())
         else:
+            conn.idle_since = monotonic()
             self.idle.append(conn)
 
     def _finish(self, conn: _Connection, status: int, error: int = 0, reuse: bool = False) -> None:

@@ -89,7 +89,7 @@ class Images(Strict):
             # Say "expected 28 rows, got 27" rather than pydantic's list-length wording, one error, not one per row.
             try:
                 data = json.loads(json_data)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: pydantic said it
                 raise error from None
             try:
                 if isinstance(data, dict) and cls._field in data:
@@ -128,9 +128,12 @@ class DigitsRequest(Images):
 
     @classmethod
     def shape_errors(cls, images: Any) -> None:
-        if isinstance(images, list) and 0 < len(images) <= MAX_IMAGES:  # beyond: the count is the error
-            for i, image in enumerate(images):
-                check_shape(image, f"images[{i}]")
+        if not isinstance(images, list):
+            return  # pydantic's own message says it
+        if not 1 <= len(images) <= MAX_IMAGES:  # the count first: a million images are not walked
+            raise ValueError(f"images: send 1 to at most {MAX_IMAGES} images per request, got {len(images)}")
+        for i, image in enumerate(images):
+            check_shape(image, f"images[{i}]")
 
 
 def to_batch(images, max_value: float) -> np.ndarray:

@@ -148,3 +148,24 @@ def test_error_shape_rewrites_every_error_body(status, content_type, body, expec
     got_status, headers, got = asyncio.run(call(ErrorShape(app), scope(method="GET")))
     assert got_status == status and headers["content-type"] == "application/json"
     assert json.loads(got) == expected and headers["content-length"] == str(len(got))
+
+
+def test_refusals_keep_the_connection_but_unread_oversized_or_stalled_bodies_close_it():
+    """A 429 or 415 leaves the connection open (uvicorn discards the unread body): closing made every refused
+    client of a flood reconnect. 413 and 408 close it: the client is still sending a body we will not read."""
+    refusing = Admission(0.5, 1, max_requests=1, max_bytes=10_000)
+    g, _ = guard(App(), admission=refusing)
+
+    async def run():
+        held = asyncio.ensure_future(call(g, scope(length=2), chunks=(b"{", b"}"), gap=0.1))
+        await asyncio.sleep(0.02)
+        refused = await call(g, scope())
+        await held
+        return refused
+
+    _, headers_429, _ = asyncio.run(run())
+    _, headers_415, _ = asyncio.run(call(guard(App())[0], scope(content_type="text/plain")))
+    _, headers_413, _ = asyncio.run(call(guard(App(), max_body=1)[0], scope(length=2)))
+    _, headers_408, _ = asyncio.run(call(guard(App(), body_timeout=0.05)[0], scope(length=2), chunks=(b"{", b"}"), gap=0.2))
+    assert "connection" not in headers_429 and "connection" not in headers_415
+    assert headers_413["connection"] == "close" and headers_408["connection"] == "close"

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import artifacts
-from service import openapi, v2, v2_schemas
+from service import openapi, v2, v2_schemas, v2_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
@@ -416,37 +416,37 @@ def test_not_ready_is_503_except_live(monkeypatch):
 
 
 def test_split_body():
-    assert v2.split_body(b"{}", None) == (b"{}", None)
-    assert v2.split_body(b"{}abc", "2") == (b"{}", b"abc")
-    assert v2.split_body(b"{}", "2") == (b"{}", b"")
+    assert v2_tensors.split_body(b"{}", None) == (b"{}", None)
+    assert v2_tensors.split_body(b"{}abc", "2") == (b"{}", b"abc")
+    assert v2_tensors.split_body(b"{}", "2") == (b"{}", b"")
     for header in ("", "x", "1.5", "-2", "1" * 13, "\u0663"):  # "\u0663": an Arabic-Indic three
-        with pytest.raises(v2.V2Error, match="must be the JSON part's length"):
-            v2.split_body(b"{}", header)
+        with pytest.raises(v2_tensors.V2Error, match="must be the JSON part's length"):
+            v2_tensors.split_body(b"{}", header)
 
 
 def test_leaves_and_positions():
-    assert v2.leaves([1, 2, 3, 4], [2, 2], "d") == [1, 2, 3, 4]
-    assert v2.leaves([[1, 2], [3, 4]], [2, 2], "d") == [1, 2, 3, 4]
-    assert v2.leaves([[[1], [2]], [[3], [4]]], [2, 2, 1], "d") == [1, 2, 3, 4]
-    with pytest.raises(v2.V2Error, match=r"d\[1\]\[0\]: nested data must follow shape \[2, 2, 1\]"):
-        v2.leaves([[[1], [2]], [[3, 4], [4]]], [2, 2, 1], "d")
-    assert v2.position(5, None) == "[5]" and v2.position(5, [2, 3]) == "[1][2]" and v2.position(0, []) == ""
+    assert v2_tensors.leaves([1, 2, 3, 4], [2, 2], "d") == [1, 2, 3, 4]
+    assert v2_tensors.leaves([[1, 2], [3, 4]], [2, 2], "d") == [1, 2, 3, 4]
+    assert v2_tensors.leaves([[[1], [2]], [[3], [4]]], [2, 2, 1], "d") == [1, 2, 3, 4]
+    with pytest.raises(v2_tensors.V2Error, match=r"d\[1\]\[0\]: nested data must follow shape \[2, 2, 1\]"):
+        v2_tensors.leaves([[[1], [2]], [[3, 4], [4]]], [2, 2, 1], "d")
+    assert v2_tensors.position(5, None) == "[5]" and v2_tensors.position(5, [2, 3]) == "[1][2]" and v2_tensors.position(0, []) == ""
 
 
 def test_numbers():
-    np.testing.assert_array_equal(v2.numbers([1, 2.5, -3], None, "d"), [1, 2.5, -3])
+    np.testing.assert_array_equal(v2_tensors.numbers([1, 2.5, -3], None, "d"), [1, 2.5, -3])
     for value, text in ((True, "true"), (None, "null"), ("1", "a string"), (float("nan"), "NaN"),
                         (float("-inf"), "-Infinity"), (10**400, "a number beyond the float range"), ([1], "a list")):
-        with pytest.raises(v2.V2Error, match=rf"d\[0\]\[1\]: expected a finite number, got {text}"):
-            v2.numbers([0.0, value], [1, 2], "d")
+        with pytest.raises(v2_tensors.V2Error, match=rf"d\[0\]\[1\]: expected a finite number, got {text}"):
+            v2_tensors.numbers([0.0, value], [1, 2], "d")
 
 
 def test_check_shape():
     spec = {"shape": [-1, 1, 28, 28]}
-    v2.check_shape([3, 1, 28, 28], spec, 1024, "x")
+    v2_tensors.check_shape([3, 1, 28, 28], spec, 1024, "x")
     for shape in ([3, 1, 28], [3, 2, 28, 28], [0, 1, 28, 28], [1025, 1, 28, 28], [3, 1, 28, 28, 1]):
-        with pytest.raises(v2.V2Error):
-            v2.check_shape(shape, spec, 1024, "x")
+        with pytest.raises(v2_tensors.V2Error):
+            v2_tensors.check_shape(shape, spec, 1024, "x")
 
 
 def test_pydantic_fails_fast_on_repeated_bad_items():
