@@ -89,3 +89,17 @@ def test_store_tags_name_the_backend():
     assert artifacts.store_tag(folder, "torchscript") == f"mnist-fc-torchscript:{version}"
     with pytest.raises(ValueError):
         artifacts.store_tag(folder, "tensorrt")
+
+
+def test_the_served_digit_model_reproduces_the_accuracy_its_metadata_reports(mnist_test_images):
+    import numpy as np
+    import onnxruntime as ort
+
+    images, labels = mnist_test_images
+    folder = artifacts.MODELS_DIR / artifacts.MNIST
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = (images.astype(np.float32) / 255).reshape(-1, 1, 28, 28)
+    p = np.concatenate([session.run(None, {"images": x[i:i + 2500]})[0] for i in range(0, len(x), 2500)])
+    metrics = committed(artifacts.MNIST)["metrics"]
+    assert (p.argmax(1) == labels).mean() == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)  # calibrated probabilities are still probabilities

@@ -56,4 +56,5 @@ def test_committed_metadata_describes_the_recipe_and_data():
     assert meta["inputs"][0]["shape"] == [-1, 1, 28, 28] and meta["outputs"][0]["shape"] == [-1, 10]
     assert len(meta["metrics"]["per_class_accuracy"]) == 10
     assert meta["dataset_md5"]["t10k-images-idx3-ubyte.gz"] == "9fb629c4189551a2d022fa330f9573f3"
-    assert meta["recipe"]["profile"] in ("quick", "best") and meta["train_seconds"] > 0
+    assert meta["recipe"]["profile"] == "committee" and meta["train_seconds"] > 0
+    assert meta["calibration"]["applied"] and 0 < meta["calibration"]["temperature"] < 1  # label smoothing: under-confident
