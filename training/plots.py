@@ -1,4 +1,4 @@
-"""Write the training report figures (learning curves, confusion matrix, misclassified digits) as PNGs."""
+"""Write the training report figures (learning curves, confusion matrix, misclassified digits, calibration) as PNGs."""
 
 from __future__ import annotations
 
@@ -50,30 +50,54 @@ def _confusion(path: Path, confusion) -> None:
     plt.close(fig)
 
 
-def _misclassified(path: Path, test_x, test_y, predictions, limit: int = 36) -> None:
-    images, labels, preds = np.asarray(test_x), np.asarray(test_y), np.asarray(predictions)
-    wrong = np.flatnonzero(labels != preds)[:limit]
-    cols = 6
+def _misclassified(path: Path, test_x, test_y, probabilities, limit: int = 48) -> None:
+    images, labels = np.asarray(test_x), np.asarray(test_y)
+    probs = np.asarray(probabilities)
+    preds = probs.argmax(1)
+    wrong = np.flatnonzero(labels != preds)
+    wrong = wrong[np.argsort(-probs[wrong].max(1))][:limit]  # the most confident mistakes first
+    cols = 8
     rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.35, rows * 1.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], cmap="gray")
-        ax.set_title(f"#{i} true {labels[i]} pred {preds[i]}", fontsize=7)
+        ax.set_title(f"#{i} {labels[i]}->{preds[i]} {probs[i].max():.2f}", fontsize=7)
     total = int((labels != preds).sum())
-    fig.suptitle(f"misclassified test digits (first {len(wrong)} of {total})", fontsize=9)
+    fig.suptitle(f"misclassified test digits: true->predicted and confidence ({len(wrong)} of {total}, "
+                 f"most confident first)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def save_report(out_dir, history, confusion_matrix, test_x, test_y, predictions) -> list:
-    """Write curves.png, confusion.png and misclassified.png into out_dir; return their paths."""
+def _calibration(path: Path, cal: dict) -> None:
+    """Reliability diagram on the test set, before and after temperature scaling."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for key, style, label in (("test_before", "o-", "as trained"), ("test_after", "s-", f"T = {cal['temperature']:.2f}")):
+        bins = [b for b in cal[key]["bins"] if b["count"] >= 10]  # a handful of digits says nothing
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, ms=4,
+                label=f"{label}: ECE {100 * cal[key]['ece']:.2f} %")
+    ax.set(xlabel="confidence (bins of >= 10 test digits)", ylabel="accuracy", xlim=(0.3, 1.01), ylim=(0.3, 1.01),
+           title="calibration on the test set")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_report(out_dir, history, confusion_matrix, test_x, test_y, probabilities, cal: dict | None = None) -> list:
+    """Write curves.png, confusion.png, misclassified.png (and calibration.png) into out_dir; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "curves.png", out / "confusion.png", out / "misclassified.png"]
     _curves(paths[0], history)
     _confusion(paths[1], confusion_matrix)
-    _misclassified(paths[2], test_x, test_y, predictions)
+    _misclassified(paths[2], test_x, test_y, probabilities)
+    if cal is not None:
+        paths.append(out / "calibration.png")
+        _calibration(paths[3], cal)
     return paths
