@@ -91,7 +91,8 @@ MEMBER_KEYS = ("epochs", "batch_size", "lr", "hidden", "dropout", "batchnorm", "
 
 def member_key(recipe: dict, member: int) -> str:
     spec = {k: recipe.get(k) for k in MEMBER_KEYS}
-    spec.update(seed=recipe["seed"] + member, torch=torch.__version__)
+    # init=2: members cached before the seed moved ahead of the network's construction are not reused.
+    spec.update(seed=recipe["seed"] + member, torch=torch.__version__, init=2)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -103,6 +104,11 @@ def fit_member(member: int, recipe: dict, data: dict, history: list, cache_dir: 
     retrained (training is deterministic, so it would come out bit for bit the same).
     """
     seed = recipe["seed"] + member
+    # Seed before the network is built: its initial weights must come from this member's seed, not from
+    # whatever the process's generator held (which made member 0 depend on what ran before it).
+    torch.manual_seed(seed)  # init + dropout
+    np.random.seed(seed)
+    random.seed(seed)
     model = MnistFC(recipe["hidden"], recipe["dropout"], recipe["batchnorm"])
     cached = Path(cache_dir) / f"member-{member_key(recipe, member)}.pt" if cache_dir else None
     if cached is not None and cached.is_file():
@@ -111,9 +117,6 @@ def fit_member(member: int, recipe: dict, data: dict, history: list, cache_dir: 
         history.extend({**h, "member": member} for h in saved["history"])
         print(f"member {member}: loaded from {cached} (val acc {saved['best_val_acc']:.4f})", flush=True)
         return model.eval(), saved["best_val_acc"]
-    torch.manual_seed(seed)  # init + dropout
-    np.random.seed(seed)
-    random.seed(seed)
     generator = torch.Generator().manual_seed(seed)  # batch order + augmentation
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     bs = min(recipe["batch_size"], len(data["x"]))
