@@ -257,10 +257,17 @@ def test_an_open_loop_flood_is_refused_with_429_and_retry_after_and_leaves_no_tr
 
     async def flood_and_watch():
         flood = asyncio.ensure_future(Driver(server, [(batch64, 1.0)]).run(3, rate=400))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            while not flood.done():  # a client of our own in the flood, to look at whole answers
+
+        async def watch(session, offset):  # clients of our own in the flood, to look at whole answers
+            await asyncio.sleep(offset)
+            while not flood.done():
                 seen.append(await post_digits(session, server, batch64.body))
                 await asyncio.sleep(0.05)
+
+        # Several, staggered: one client alone, admitted, waits out each admission cycle and can go
+        # a whole flood without arriving while the service refuses (seen once in ten runs).
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            await asyncio.gather(*(watch(session, i * 0.037) for i in range(4)))
         return await flood
 
     summary = go(flood_and_watch()).summary()
