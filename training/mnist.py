@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import artifacts
 from training import calibration, distributed
 from training.fit import fit_member, test
 from training.mnist_data import DEFAULT_DATA_ROOT, SPLIT_SEED, VAL_SIZE, load_mnist, split_indices, to_float
@@ -59,7 +60,37 @@ def resolve_recipe(args, profile: str | None = None) -> dict:
     recipe["threads"] = args.threads or max(1, (os.cpu_count() or 1) // recipe["world_size"])
     recipe["limit_train"], recipe["max_steps"] = args.limit_train, args.max_steps
     recipe["val_size"], recipe["split_seed"] = VAL_SIZE, SPLIT_SEED
+    if profile == args.profile and args.teacher_model and recipe["teacher"]:
+        # The teacher is the exported model (name:version), which is also what keys the member cache.
+        meta = artifacts.read_metadata(args.teacher_model)
+        recipe["teacher"] = f"{meta['name']}:{meta['version']}"
     return recipe
+
+
+class ExportedTeacher(nn.Module):
+    """An exported MNIST model (TorchScript) as a teacher: its probabilities with its calibration undone.
+
+    The distillation temperature softens the teacher's own average; an exported model has already been
+    sharpened by its fitted temperature T, and p_cal^T, renormalised, is exactly that average again.
+    """
+
+    def __init__(self, model_dir: Path):
+        super().__init__()
+        metadata = artifacts.read_metadata(model_dir)
+        self.model = torch.jit.load(str(Path(model_dir) / "model.pt"), map_location="cpu").eval()
+        cal = metadata.get("calibration") or {}
+        self.temperature = float(cal["temperature"]) if cal.get("applied") else 1.0
+        self.tag = f"{metadata['name']}:{metadata['version']}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return calibration.rescale(self.model(x), 1.0 / self.temperature)
+
+
+def load_teacher(model_dir: Path) -> ExportedTeacher:
+    teacher = ExportedTeacher(model_dir)
+    print(f"teacher: exported model {teacher.tag} from {model_dir} (calibration T={teacher.temperature:.3f} undone)",
+          flush=True)
+    return teacher
 
 
 def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]:
@@ -68,7 +99,9 @@ def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]
     The teacher's epochs go into `history` too (marked "teacher"), so that the recipe's cost includes them.
     """
     teacher = None
-    if recipe.get("teacher"):
+    if args.teacher_model and recipe.get("teacher"):
+        teacher = load_teacher(args.teacher_model)
+    elif recipe.get("teacher"):
         teacher_recipe = resolve_recipe(args, recipe["teacher"])
         print(f"teacher: profile {recipe['teacher']} ({teacher_recipe['ensemble']} members)", flush=True)
         teacher_history: list = []
@@ -160,6 +193,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep trained members here and reuse them in recipes that share them "
                              "(e.g. build/mnist-members: the teacher of 'distilled' is trained once)")
+    parser.add_argument("--teacher-model", type=Path, default=None,
+                        help="distil from this exported model folder (e.g. models/mnist-fc) instead of training "
+                             "the profile's teacher (students only)")
     parser.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate the finished model on the test set (--no-test: validation only, for trials)")
     parser.add_argument("--no-export", action="store_true", help="skip exporting the model")

@@ -1,6 +1,7 @@
 """Tests for the MNIST training module: data loading, a short real training run, determinism, augmentation, plots."""
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -166,6 +167,34 @@ def test_a_distilled_student_learns_from_its_teacher(tmp_path):
     # the teacher's 3 members were trained (and cached) first, and their time counts in the recipe's cost
     assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 4
     assert result["training_seconds"] > sum(h["seconds"] for h in result["history"])
+
+
+SERVED = Path(__file__).resolve().parents[2] / "models" / "mnist-fc"
+
+
+def test_an_exported_teacher_gives_back_the_uncalibrated_average():
+    teacher = mnist.ExportedTeacher(SERVED)
+    served = torch.jit.load(str(SERVED / "model.pt")).eval()
+    meta = json.loads((SERVED / "metadata.json").read_text())
+    assert teacher.tag == f"mnist-fc:{meta['version']}" and teacher.temperature == meta["calibration"]["temperature"]
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        raw, cal = teacher(x), served(x)
+    torch.testing.assert_close(raw.sum(1), torch.ones(16))
+    # calibrating the teacher's output again gives the served answer; the teacher itself is softer
+    torch.testing.assert_close(calibration.rescale(raw, teacher.temperature), cal, atol=1e-5, rtol=1e-4)
+    assert (raw.max(1).values < cal.max(1).values + 1e-6).all()
+
+
+def test_a_student_distils_from_an_exported_model_without_training_a_committee(tmp_path):
+    args = make_args(tmp_path, "--profile", "distilled", "--limit-train", "1024", "--max-steps", "10",
+                     "--hidden", "32", "--threads", "2", "--no-test", "--teacher-model", str(SERVED),
+                     "--cache-dir", str(tmp_path / "cache"))
+    result = mnist.run(args)
+    meta = json.loads((SERVED / "metadata.json").read_text())
+    assert result["recipe"]["teacher"] == f"mnist-fc:{meta['version']}"
+    assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 1  # the student alone: no committee trained
+    assert result["training_seconds"] == sum(h["seconds"] for h in result["history"])
 
 
 def test_distillation_loss_matches_its_definition():
