@@ -65,6 +65,7 @@ def describe(folder: Path) -> dict:
     seconds = training_seconds(meta)
     return {
         "folder": str(folder), "name": meta["name"], "profile": recipe.get("profile", "?"),
+        "tag": f"{meta['name']}:{meta['version']}",
         "network": f"{recipe.get('ensemble', 1)} x 784-{'-'.join(str(w) for w in recipe.get('hidden', []))}-10"
                    + (f", taught by {recipe['teacher']}" if recipe.get("teacher") else ""),
         "epochs": recipe.get("epochs"), "parameters": parameters(onnx_path), "teacher": recipe.get("teacher"),
@@ -76,6 +77,16 @@ def describe(folder: Path) -> dict:
         "temperature": cal["temperature"] if cal and cal["applied"] else None,
         "us_batch1": microseconds_per_image(onnx_path, 1), "us_batch64": microseconds_per_image(onnx_path, 64),
     }
+
+
+def add_teacher_time(rows: list[dict]) -> list[dict]:
+    """A student's training cost includes its teacher's, when the teacher is in the table: named by profile
+    (trained in the same run) or by name:version (an exported model, --teacher-model)."""
+    for r in rows:
+        teacher = next((t for t in rows if r["teacher"] and r["teacher"] in (t["profile"], t["tag"])), None)
+        if teacher is not None:
+            r["training_minutes"] += teacher["training_minutes"]
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -121,11 +132,7 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
     ap.add_argument("--plot", type=Path, help="write the accuracy/cost scatter plot here")
     args = ap.parse_args()
-    rows = sorted((describe(f) for f in args.folders), key=lambda r: r["us_batch1"])
-    for r in rows:  # a student's cost includes training its teacher (when the teacher is in the table)
-        teacher = next((t for t in rows if r["teacher"] and t["profile"] == r["teacher"]), None)
-        if teacher is not None:
-            r["training_minutes"] += teacher["training_minutes"]
+    rows = add_teacher_time(sorted((describe(f) for f in args.folders), key=lambda r: r["us_batch1"]))
     table = markdown(rows)
     if args.markdown:
         args.markdown.write_text(table)

@@ -230,3 +230,13 @@ def test_calibrated_module_applies_the_temperature():
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(calibration.Calibrated(module, 0.7)(x), calibration.rescale(module(x), 0.7))
     torch.testing.assert_close(calibration.Calibrated(module, 1.0)(x), module(x))
+
+
+def test_a_students_cost_includes_its_teacher_named_by_profile_or_by_tag():
+    from training.compare import add_teacher_time
+
+    rows = [{"profile": "committee", "tag": "mnist-fc:abc", "teacher": None, "training_minutes": 40.0},
+            {"profile": "distilled", "tag": "mnist-fc-distilled:1", "teacher": "mnist-fc:abc", "training_minutes": 25.0},
+            {"profile": "distilled", "tag": "mnist-fc-distilled:2", "teacher": "committee", "training_minutes": 20.0},
+            {"profile": "quick", "tag": "mnist-fc:q", "teacher": None, "training_minutes": 1.0}]
+    assert [r["training_minutes"] for r in add_teacher_time(rows)] == [40.0, 65.0, 60.0, 1.0]
