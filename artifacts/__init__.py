@@ -141,6 +141,11 @@ def verify(model_dir: Path, only: tuple[str, ...] | None = None) -> dict[str, An
     return metadata
 
 
+def model_id(metadata: dict[str, Any]) -> str:
+    """``<name>:<version>``: which exported model this is (what a student records as its teacher)."""
+    return f"{metadata['name']}:{metadata['version']}"
+
+
 def store_tag(model_dir: Path, backend: str) -> str:
     """The BentoML tag ``<name>-<backend>:<version>`` of a model folder's store entry for one backend."""
     if backend not in FILES:

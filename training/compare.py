@@ -65,7 +65,7 @@ def describe(folder: Path) -> dict:
     seconds = training_seconds(meta)
     return {
         "folder": str(folder), "name": meta["name"], "profile": recipe.get("profile", "?"),
-        "tag": f"{meta['name']}:{meta['version']}",
+        "tag": artifacts.model_id(meta),
         "network": f"{recipe.get('ensemble', 1)} x 784-{'-'.join(str(w) for w in recipe.get('hidden', []))}-10"
                    + (f", taught by {recipe['teacher']}" if recipe.get("teacher") else ""),
         "epochs": recipe.get("epochs"), "parameters": parameters(onnx_path), "teacher": recipe.get("teacher"),

@@ -62,8 +62,7 @@ def resolve_recipe(args, profile: str | None = None) -> dict:
     recipe["val_size"], recipe["split_seed"] = VAL_SIZE, SPLIT_SEED
     if profile == args.profile and args.teacher_model and recipe["teacher"]:
         # The teacher is the exported model (name:version), which is also what keys the member cache.
-        meta = artifacts.read_metadata(args.teacher_model)
-        recipe["teacher"] = f"{meta['name']}:{meta['version']}"
+        recipe["teacher"] = artifacts.model_id(artifacts.read_metadata(args.teacher_model))
     return recipe
 
 
@@ -76,21 +75,15 @@ class ExportedTeacher(nn.Module):
 
     def __init__(self, model_dir: Path):
         super().__init__()
-        metadata = artifacts.read_metadata(model_dir)
-        self.model = torch.jit.load(str(Path(model_dir) / "model.pt"), map_location="cpu").eval()
+        torchscript = artifacts.FILES["torchscript"]
+        metadata = artifacts.verify(model_dir, only=(torchscript,))  # a teacher with a bad checksum teaches nothing
+        self.model = torch.jit.load(str(Path(model_dir) / torchscript), map_location="cpu").eval()
         cal = metadata.get("calibration") or {}
         self.temperature = float(cal["temperature"]) if cal.get("applied") else 1.0
-        self.tag = f"{metadata['name']}:{metadata['version']}"
+        self.tag = artifacts.model_id(metadata)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return calibration.rescale(self.model(x), 1.0 / self.temperature)
-
-
-def load_teacher(model_dir: Path) -> ExportedTeacher:
-    teacher = ExportedTeacher(model_dir)
-    print(f"teacher: exported model {teacher.tag} from {model_dir} (calibration T={teacher.temperature:.3f} undone)",
-          flush=True)
-    return teacher
 
 
 def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]:
@@ -100,7 +93,9 @@ def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]
     """
     teacher = None
     if args.teacher_model and recipe.get("teacher"):
-        teacher = load_teacher(args.teacher_model)
+        teacher = ExportedTeacher(args.teacher_model)
+        print(f"teacher: exported model {teacher.tag} from {args.teacher_model} "
+              f"(calibration T={teacher.temperature:.3f} undone)", flush=True)
     elif recipe.get("teacher"):
         teacher_recipe = resolve_recipe(args, recipe["teacher"])
         print(f"teacher: profile {recipe['teacher']} ({teacher_recipe['ensemble']} members)", flush=True)
