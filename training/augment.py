@@ -25,9 +25,9 @@ def elastic_field(n: int, size: int, alpha: float, sigma: float, generator: torc
     Uniform noise in [-1, 1] per pixel and axis, smoothed with a Gaussian of std `sigma`, scaled by `alpha`:
     large sigma gives gentle, stroke-like warps, small sigma gives noise.
     """
-    field = torch.rand(n, 2, size, size, generator=generator) * 2 - 1
+    field = torch.rand(n, 2, size, size, generator=generator, device=generator.device) * 2 - 1
     # The blur is separable, so it is R^T @ field @ R: two small matmuls, ~10x faster than conv2d here.
-    blur = _blur_matrix(size, sigma)
+    blur = _blur_matrix(size, sigma).to(generator.device)
     return (blur.T @ field @ blur) * alpha
 
 
@@ -44,13 +44,14 @@ def augment(
 
     x: float (N, 1, H, W) in [0, 1]. rotate: max degrees (±), scale: max relative change (±),
     translate: max shift in pixels (±), elastic_alpha: displacement strength in pixels (0 = off).
-    Every random number comes from `generator`, so a seeded generator gives a reproducible batch.
+    Every random number comes from `generator`, so a seeded generator gives a reproducible batch; x and the
+    generator must be on the same device (CPU or CUDA).
     Returns a new tensor of the same shape, still in [0, 1] (bilinear sampling never overshoots).
     """
     n, c, h, w = x.shape
     if rotate == 0 and scale == 0 and translate == 0 and elastic_alpha == 0:
         return x
-    u = torch.rand(n, 4, generator=generator) * 2 - 1  # one draw per image: angle, scale, dx, dy
+    u = torch.rand(n, 4, generator=generator, device=generator.device) * 2 - 1  # one draw per image: angle, scale, dx, dy
     angle = u[:, 0] * math.radians(rotate)
     s = 1 + u[:, 1] * scale
     # theta maps output coordinates to input coordinates, so dividing by s enlarges the digit by s.

@@ -45,7 +45,7 @@ def microseconds_per_image(onnx_path: Path, batch: int, seconds: float = 2.0) ->
 
 
 def training_seconds(meta: dict) -> float:
-    """What training cost on 2 idle cores: per network, its epochs x its median epoch time (robust to the pauses and
+    """What training cost where it ran: per network, its epochs x its median epoch time (robust to the pauses and
     contention a long run on a shared machine meets). A student's teacher is added in main()."""
     history = meta.get("history") or []
     if not history:
@@ -72,7 +72,7 @@ def describe(folder: Path) -> dict:
         "file_mb": onnx_path.stat().st_size / 1e6,
         "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"],
         "test_errors": round((1 - m["test_accuracy"]) * m.get("test_size", 10000)),
-        "training_minutes": (seconds or 0) / 60,
+        "training_minutes": (seconds or 0) / 60, "trained_on": recipe.get("device_name") or "2 CPU cores",
         "ece_before": cal["test_before"]["ece"] if cal else None, "ece_after": cal["test_after"]["ece"] if cal else None,
         "temperature": cal["temperature"] if cal and cal["applied"] else None,
         "us_batch1": microseconds_per_image(onnx_path, 1), "us_batch64": microseconds_per_image(onnx_path, 64),
@@ -91,7 +91,7 @@ def add_teacher_time(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| recipe | network | epochs | parameters | ONNX file | test accuracy (errors) | val accuracy | "
-            "training, 2 idle cores | µs/image batch 1 | µs/image batch 64 | test ECE before → after (T) |\n"
+            "training (where) | µs/image batch 1 | µs/image batch 64 | test ECE before → after (T) |\n"
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
     lines = []
     for r in rows:
@@ -100,7 +100,7 @@ def markdown(rows: list[dict]) -> str:
             + (f" (T = {r['temperature']:.2f})" if r["temperature"] else " (not applied)"))
         lines.append(f"| `{r['profile']}` | {r['network']} | {r['epochs']} | {r['parameters'] / 1e6:.2f} M | "
                      f"{r['file_mb']:.1f} MB | {100 * r['test_accuracy']:.2f} % ({r['test_errors']}) | "
-                     f"{100 * r['val_accuracy']:.2f} % | {r['training_minutes']:.0f} min | {r['us_batch1']:.0f} | "
+                     f"{100 * r['val_accuracy']:.2f} % | {r['training_minutes']:.0f} min ({r['trained_on']}) | {r['us_batch1']:.0f} | "
                      f"{r['us_batch64']:.0f} | {ece} |")
     return head + "\n".join(lines) + (f"\n\nSpeed measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
                                       f"{platform.processor() or platform.machine()}, ONNX Runtime {ort.__version__}, "

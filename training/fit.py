@@ -39,7 +39,7 @@ def train(model, optimizer, scheduler, x, y, recipe, generator, max_steps=None, 
     bs = min(recipe["batch_size"], len(x))
     # Drop the last partial batch: it would get a noisier gradient and BatchNorm fails on a batch of one.
     steps = len(x) // bs if max_steps is None else min(len(x) // bs, max_steps)
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x), generator=generator, device=generator.device)
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(range(steps), desc=desc, leave=False, mininterval=0.5)
     for step in bar:
@@ -68,11 +68,20 @@ def train(model, optimizer, scheduler, x, y, recipe, generator, max_steps=None, 
     return total_loss / max(seen, 1), correct / max(seen, 1), steps
 
 
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def test(model, x, y, batch_size: int = 2500) -> dict:
-    """Loss, accuracy and predictions of `model` (an MnistFC or a Probabilities) on uint8 images x."""
+    """Loss, accuracy and predictions of `model` (an MnistFC or a Probabilities) on uint8 images x.
+
+    Runs on the model's device; the outputs and predictions come back on the CPU.
+    """
     model.eval()
-    outputs = torch.cat([model(to_float(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+    device = device_of(model)
+    outputs = torch.cat([model(to_float(x[i:i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)])
+    y = y.cpu()
     # Probabilities returns probabilities, not logits; cross_entropy(log p) is the NLL of p since log p
     # is already normalised.
     log_probs = outputs.clamp_min(1e-12).log() if isinstance(model, Probabilities) else outputs
@@ -86,7 +95,8 @@ def test(model, x, y, batch_size: int = 2500) -> dict:
 # recipe is the same network, trained once.)
 MEMBER_KEYS = ("epochs", "batch_size", "lr", "hidden", "dropout", "batchnorm", "weight_decay", "label_smoothing",
                "rotate", "scale", "translate", "elastic_alpha", "elastic_sigma", "limit_train", "max_steps",
-               "split_seed", "val_size", "world_size", "threads", "teacher", "distill_alpha", "distill_temperature")
+               "split_seed", "val_size", "world_size", "threads", "teacher", "distill_alpha", "distill_temperature",
+               "device")
 
 
 def member_key(recipe: dict, member: int) -> str:
@@ -109,15 +119,17 @@ def fit_member(member: int, recipe: dict, data: dict, history: list, cache_dir: 
     torch.manual_seed(seed)  # init + dropout
     np.random.seed(seed)
     random.seed(seed)
-    model = MnistFC(recipe["hidden"], recipe["dropout"], recipe["batchnorm"])
+    device = torch.device(recipe["device"])
+    # Built on the CPU, then moved: the initial weights are the same whatever the device.
+    model = MnistFC(recipe["hidden"], recipe["dropout"], recipe["batchnorm"]).to(device)
     cached = Path(cache_dir) / f"member-{member_key(recipe, member)}.pt" if cache_dir else None
     if cached is not None and cached.is_file():
-        saved = torch.load(cached, weights_only=True)
+        saved = torch.load(cached, weights_only=True, map_location=device)
         model.load_state_dict(saved["state_dict"])
         history.extend({**h, "member": member} for h in saved["history"])
         print(f"member {member}: loaded from {cached} (val acc {saved['best_val_acc']:.4f})", flush=True)
         return model.eval(), saved["best_val_acc"]
-    generator = torch.Generator().manual_seed(seed)  # batch order + augmentation
+    generator = torch.Generator(device).manual_seed(seed)  # batch order + augmentation, on the data's device
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     bs = min(recipe["batch_size"], len(data["x"]))
     total_steps = recipe["epochs"] * (len(data["x"]) // bs)
@@ -147,6 +159,6 @@ def fit_member(member: int, recipe: dict, data: dict, history: list, cache_dir: 
     history.extend(rows)
     if cached is not None and distributed.is_main():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": best_state, "history": rows, "best_val_acc": best_acc,
+        torch.save({"state_dict": {k: v.cpu() for k, v in best_state.items()}, "history": rows, "best_val_acc": best_acc,
                     "recipe": {k: recipe.get(k) for k in MEMBER_KEYS}}, cached)
     return model.eval(), best_acc

@@ -1,6 +1,7 @@
 """Train a fully connected MNIST classifier (one network, a committee, or a distilled student) and report its metrics.
 
     python -m training mnist --profile quick --data-root ../shared/data/mnist
+    python -m training mnist --profile deep --device cuda --member 0 --cache-dir build/members   # one GPU process
 
 Everything is selected on the 5,000-image validation split; the test set is looked at once, at the end
 (unless --no-test, for trials). The finished model is calibrated (temperature scaling fitted on
@@ -42,6 +43,17 @@ PROFILES = {
                       weight_decay=1e-4, label_smoothing=0.0, ensemble=1,
                       rotate=12.0, scale=0.1, translate=2.5, elastic_alpha=34.0, elastic_sigma=5.0,
                       teacher="committee", distill_alpha=0.9, distill_temperature=3.0),
+    # GPU recipes (a few minutes on one GPU, days on 2 cores; docs/mnist.md, training/on_gpu.sh). "deep": a
+    # committee of Cireşan et al. 2010's 784-2500-2000-1500-1000-500-10, too costly to serve (5 x 12 M
+    # parameters), trained to teach. "distilled-deep": one 1536-1536 network (a third of the served committee's
+    # cost) distilled from it.
+    "deep": dict(epochs=70, batch_size=256, lr=2e-3, hidden=(2500, 2000, 1500, 1000, 500), dropout=0.1,
+                 batchnorm=True, weight_decay=1e-4, label_smoothing=0.05, ensemble=5,
+                 rotate=12.0, scale=0.1, translate=2.5, elastic_alpha=34.0, elastic_sigma=5.0),
+    "distilled-deep": dict(epochs=60, batch_size=256, lr=2e-3, hidden=(1536, 1536), dropout=0.1, batchnorm=True,
+                           weight_decay=1e-4, label_smoothing=0.0, ensemble=1,
+                           rotate=12.0, scale=0.1, translate=2.5, elastic_alpha=34.0, elastic_sigma=5.0,
+                           teacher="deep", distill_alpha=0.9, distill_temperature=3.0),
 }
 
 
@@ -60,6 +72,7 @@ def resolve_recipe(args, profile: str | None = None) -> dict:
     recipe["threads"] = args.threads or max(1, (os.cpu_count() or 1) // recipe["world_size"])
     recipe["limit_train"], recipe["max_steps"] = args.limit_train, args.max_steps
     recipe["val_size"], recipe["split_seed"] = VAL_SIZE, SPLIT_SEED
+    recipe["device"] = args.device
     if profile == args.profile and args.teacher_model and recipe["teacher"]:
         # The teacher is the exported model (name:version), which is also what keys the member cache.
         recipe["teacher"] = artifacts.model_id(artifacts.read_metadata(args.teacher_model))
@@ -73,11 +86,11 @@ class ExportedTeacher(nn.Module):
     sharpened by its fitted temperature T, and p_cal^T, renormalised, is exactly that average again.
     """
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, device: str = "cpu"):
         super().__init__()
         torchscript = artifacts.FILES["torchscript"]
         metadata = artifacts.verify(model_dir, only=(torchscript,))  # a teacher with a bad checksum teaches nothing
-        self.model = torch.jit.load(str(Path(model_dir) / torchscript), map_location="cpu").eval()
+        self.model = torch.jit.load(str(Path(model_dir) / torchscript), map_location=device).eval()
         cal = metadata.get("calibration") or {}
         self.temperature = float(cal["temperature"]) if cal.get("applied") else 1.0
         self.tag = artifacts.model_id(metadata)
@@ -86,14 +99,15 @@ class ExportedTeacher(nn.Module):
         return calibration.rescale(self.model(x), 1.0 / self.temperature)
 
 
-def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]:
+def fit(recipe: dict, data: dict, args, history: list, only: int | None = None) -> tuple[nn.Module, list]:
     """Train (or load from the member cache) every member of a recipe, its teacher first; the averaged module.
 
     The teacher's epochs go into `history` too (marked "teacher"), so that the recipe's cost includes them.
+    With `only`, just that member is trained (or loaded), its teacher still whole.
     """
     teacher = None
     if args.teacher_model and recipe.get("teacher"):
-        teacher = ExportedTeacher(args.teacher_model)
+        teacher = ExportedTeacher(args.teacher_model, recipe["device"])
         print(f"teacher: exported model {teacher.tag} from {args.teacher_model} "
               f"(calibration T={teacher.temperature:.3f} undone)", flush=True)
     elif recipe.get("teacher"):
@@ -104,7 +118,7 @@ def fit(recipe: dict, data: dict, args, history: list) -> tuple[nn.Module, list]
         history.extend({**h, "teacher": recipe["teacher"]} for h in teacher_history)
         teacher.eval()
     members, member_val = [], []
-    for member in range(recipe["ensemble"]):
+    for member in range(recipe["ensemble"]) if only is None else [only]:
         model, best = fit_member(member, recipe, data, history, args.cache_dir, teacher)
         members.append(model)
         member_val.append(best)
@@ -117,19 +131,30 @@ def run(args) -> dict:
     recipe = resolve_recipe(args)
     distributed.init()
     torch.set_num_threads(recipe["threads"])
-    torch.use_deterministic_algorithms(True)
+    if recipe["device"].startswith("cuda"):
+        # cuBLAS is deterministic only with a fixed workspace; set before CUDA starts. An op without a
+        # deterministic CUDA kernel warns rather than ending a long run.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        recipe["device_name"] = torch.cuda.get_device_name(recipe["device"])
+        print(f"device: {recipe['device_name']}", flush=True)
+    else:
+        torch.use_deterministic_algorithms(True)
     download = args.download if args.download is not None else Path(args.data_root) == Path(DEFAULT_DATA_ROOT)
     raw = load_mnist(args.data_root, download)
     train_idx, val_idx = split_indices(len(raw["train_x"]))
     if args.limit_train:
         train_idx = train_idx[:args.limit_train]
-    data = {"x": raw["train_x"][train_idx], "y": raw["train_y"][train_idx],
+    # The training images live on the training device (43 MB); evaluation moves its chunks there.
+    data = {"x": raw["train_x"][train_idx].to(recipe["device"]), "y": raw["train_y"][train_idx].to(recipe["device"]),
             "val_x": raw["train_x"][val_idx], "val_y": raw["train_y"][val_idx]}
     print(f"data: {len(data['x'])} train, {len(data['val_x'])} val, {len(raw['test_x'])} test "
           f"({time.time() - start:.1f}s); recipe: {recipe}", flush=True)
 
     history: list = []
-    module, member_val = fit(recipe, data, args, history)
+    module, member_val = fit(recipe, data, args, history, only=args.member)
+    if args.member is not None:  # one member for the cache, trained beside the others; nothing to evaluate
+        return {"member_only": args.member, "train_seconds": time.time() - start}
     own = [h for h in history if "teacher" not in h]
     val = test(module, data["val_x"], data["val_y"])
     metrics = {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "member_val_accuracy": member_val,
@@ -181,6 +206,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     hp.add_argument("--distill-temperature", type=float, help="softening temperature T (students only)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda[:N]")
+    parser.add_argument("--member", type=int, default=None,
+                        help="train only member N of the recipe into --cache-dir and stop (to train members in "
+                             "parallel processes; a later run without --member finds them all in the cache)")
     parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each member after N steps")
     parser.add_argument("--out", default="models", help="output folder")
@@ -212,7 +241,13 @@ def calibrate(result: dict) -> dict:
 def main(args) -> dict:
     from training.plots import save_report
 
+    if args.member is not None and not args.cache_dir:
+        raise SystemExit("--member needs --cache-dir: the member is only kept there")
     result = run(args)
+    if "member_only" in result:
+        print(f"member {args.member} is in {args.cache_dir} ({result['train_seconds']:.1f}s)", flush=True)
+        return result
+    result["module"] = result["module"].cpu()  # exported and compared on the CPU, where it is served
     if not distributed.is_main():  # rank 0 alone reports and exports; the weights are identical
         distributed.finish()
         return result

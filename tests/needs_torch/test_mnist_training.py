@@ -240,3 +240,43 @@ def test_a_students_cost_includes_its_teacher_named_by_profile_or_by_tag():
             {"profile": "distilled", "tag": "mnist-fc-distilled:2", "teacher": "committee", "training_minutes": 20.0},
             {"profile": "quick", "tag": "mnist-fc:q", "teacher": None, "training_minutes": 1.0}]
     assert [r["training_minutes"] for r in add_teacher_time(rows)] == [40.0, 65.0, 60.0, 1.0]
+
+
+def test_members_trained_in_separate_processes_are_found_by_the_full_run(tmp_path):
+    """--member N trains member N alone into the cache (what training/on_gpu.sh runs in parallel); the run
+    without --member then trains nothing and gives the same committee as one run training both."""
+    extra = ["--limit-train", "512", "--max-steps", "4", "--batch-size", "64", "--hidden", "32",
+             "--threads", "2", "--ensemble", "2", "--no-test"]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    for member in (1, 0):
+        only = mnist.run(make_args(tmp_path, *extra, *cache, "--member", str(member)))
+        assert only["member_only"] == member and "module" not in only
+    assert len(list((tmp_path / "cache").glob("member-*.pt"))) == 2
+    assembled = mnist.run(make_args(tmp_path, *extra, *cache))
+    assert all(h["seconds"] >= 0 for h in assembled["history"])
+    together = mnist.run(make_args(tmp_path, *extra))
+    a, b = assembled["module"].state_dict(), together["module"].state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_member_needs_a_cache_dir(tmp_path):
+    with pytest.raises(SystemExit, match="--cache-dir"):
+        mnist.main(make_args(tmp_path, "--member", "0"))
+
+
+def test_the_training_device_is_part_of_the_recipe_and_of_the_member_key(tmp_path):
+    from training.fit import member_key
+
+    recipe = mnist.resolve_recipe(make_args(tmp_path, "--device", "cpu"))
+    assert recipe["device"] == "cpu"
+    # a member trained on a GPU is another network (other kernels): never mistaken for the CPU's in the cache
+    assert member_key(recipe, 0) != member_key({**recipe, "device": "cuda"}, 0)
+
+
+def test_augmentation_draws_on_the_generators_device(data):
+    x = data["train_x"][:8].unsqueeze(1).float() / 255
+    g = torch.Generator("cpu").manual_seed(3)
+    out = augment(x, g, rotate=10, elastic_alpha=20)
+    assert out.device == x.device and out.shape == x.shape
+    assert not torch.equal(out, augment(x, g, rotate=10, elastic_alpha=20))  # the generator moved on
