@@ -72,7 +72,7 @@ def describe(folder: Path) -> dict:
         "file_mb": onnx_path.stat().st_size / 1e6,
         "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"],
         "test_errors": round((1 - m["test_accuracy"]) * m.get("test_size", 10000)),
-        "training_minutes": (seconds or 0) / 60, "trained_on": recipe.get("device_name") or "2 CPU cores",
+        "training_minutes": (seconds or 0) / 60, "trained_on": recipe.get("device_name") or f"{recipe.get('threads', '?')} CPU cores",
         "ece_before": cal["test_before"]["ece"] if cal else None, "ece_after": cal["test_after"]["ece"] if cal else None,
         "temperature": cal["temperature"] if cal and cal["applied"] else None,
         "us_batch1": microseconds_per_image(onnx_path, 1), "us_batch64": microseconds_per_image(onnx_path, 64),
