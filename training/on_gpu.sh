@@ -15,7 +15,8 @@ WORK=${WORK:-build/gpu}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT" "$WORK"
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 PYTHONWARNINGS=ignore MNIST_DATA_ROOT=$DATA
+# torch.jit's deprecation notices are noise; a UserWarning (e.g. an op with no deterministic CUDA kernel) is not.
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 PYTHONWARNINGS=ignore::FutureWarning,ignore::DeprecationWarning MNIST_DATA_ROOT=$DATA
 # Every process gets the same flags, so the members' cache keys match when the student looks for its teacher.
 TRAIN="python3 -m training mnist --device $DEVICE --data-root $DATA --download --threads 2 --cache-dir $WORK/members $EXTRA"
 exec > >(tee -a "$OUT/log.txt") 2>&1
