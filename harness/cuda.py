@@ -21,6 +21,7 @@ import artifacts
 from harness.payloads import mnist_test
 from service import runtime
 from service.settings import Settings
+from training.compare import microseconds_per_image
 
 
 def load(model_dir: Path, backend: str, device: str) -> runtime.LoadedModel:
@@ -41,19 +42,6 @@ def parity(reference: np.ndarray, other: np.ndarray, labels: np.ndarray, atol: f
             "ok": diff <= atol and mismatches == 0}
 
 
-def us_per_image(model: runtime.LoadedModel, x: np.ndarray, batch: int, seconds: float) -> float:
-    """Median time of one call at `batch`, per image, after a warm-up (which also builds CUDA's kernels)."""
-    xb = np.ascontiguousarray(x[:batch])
-    for _ in range(10):
-        model.predict(xb)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 20:
-        t = time.perf_counter()
-        model.predict(xb)  # returns numpy, so a CUDA call has finished when it returns
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) / batch * 1e6
-
-
 def check(model_dir: Path, device: str = "cuda", atol: float = 1e-4, images: int | None = None,
           seconds: float = 2.0) -> dict:
     meta = artifacts.read_metadata(model_dir)
@@ -68,7 +56,8 @@ def check(model_dir: Path, device: str = "cuda", atol: float = 1e-4, images: int
         runners["onnxruntime cpu"] = load(model_dir, "onnx", "cpu")
     for name, model in runners.items():
         for batch in (1, 64):
-            report["speed"].append({"runner": name, "batch": batch, "us_per_image": us_per_image(model, x, batch, seconds)})
+            us = microseconds_per_image(model.predict, np.ascontiguousarray(x[:batch]), seconds)  # numpy out: CUDA done
+            report["speed"].append({"runner": name, "batch": batch, "us_per_image": us})
     return report
 
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def rescale(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+def rescale(probs: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """softmax(log p / T): the probabilities with temperature T applied (T = 1 gives them back)."""
     return F.softmax(probs.clamp_min(1e-12).log() / temperature, dim=1)
 
@@ -58,4 +58,4 @@ class Calibrated(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.model(x).clamp_min(1e-12).log() / self.temperature, dim=1)
+        return rescale(self.model(x), self.temperature)

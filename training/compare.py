@@ -13,6 +13,7 @@ import argparse
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -26,22 +27,28 @@ def parameters(onnx_path: Path) -> int:
     return int(sum(np.prod(t.dims) for t in model.graph.initializer))
 
 
-def microseconds_per_image(onnx_path: Path, batch: int, seconds: float = 2.0) -> float:
-    """Median over repeated runs of one call at `batch`, divided by the batch (one thread, no spinning)."""
+def microseconds_per_image(predict: Callable[[np.ndarray], object], x: np.ndarray, seconds: float = 2.0) -> float:
+    """Median time of one `predict(x)` over repeated calls, divided by the batch, after a warm-up (which
+    also builds a GPU's kernels). harness.cuda times the service's runners with it too."""
+    for _ in range(10):
+        predict(x)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 20:
+        t = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) / len(x) * 1e6
+
+
+def onnx_microseconds_per_image(onnx_path: Path, batch: int) -> float:
+    """ONNX Runtime on the CPU, one intra-op thread, no spinning, on seeded random pixels."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
     name = session.get_inputs()[0].name
-    for _ in range(5):
-        session.run(None, {name: x})
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 20:
-        t = time.perf_counter()
-        session.run(None, {name: x})
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) / batch * 1e6
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    return microseconds_per_image(lambda xb: session.run(None, {name: xb}), x)
 
 
 def training_seconds(meta: dict) -> float:
@@ -75,7 +82,7 @@ def describe(folder: Path) -> dict:
         "training_minutes": (seconds or 0) / 60, "trained_on": recipe.get("device_name") or f"{recipe.get('threads', '?')} CPU cores",
         "ece_before": cal["test_before"]["ece"] if cal else None, "ece_after": cal["test_after"]["ece"] if cal else None,
         "temperature": cal["temperature"] if cal and cal["applied"] else None,
-        "us_batch1": microseconds_per_image(onnx_path, 1), "us_batch64": microseconds_per_image(onnx_path, 64),
+        "us_batch1": onnx_microseconds_per_image(onnx_path, 1), "us_batch64": onnx_microseconds_per_image(onnx_path, 64),
     }
 
 
