@@ -37,6 +37,7 @@ class Ticket:
 
     size: int
     queued_s: float = 0.0  # how long it waited in the queue for a place
+    done: bool = False  # finish() has counted it
 
 
 class Admission:
@@ -110,7 +111,10 @@ class Admission:
         ticket.queued_s = self.clock() - entered
 
     def finish(self, ticket: Ticket, served: bool) -> None:
-        """The request is over (answered, refused later, or its client gone)."""
+        """The request is over (answered, refused later, or its client gone); once per ticket, later calls do nothing."""
+        if ticket.done:
+            return
+        ticket.done = True
         self.held -= 1
         self.bytes -= ticket.size
         if served:

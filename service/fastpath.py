@@ -23,6 +23,9 @@ BentoML does around every request is most of the cost. Four things it does on ev
    stack and its ``timeout`` handed to our ``Guard`` (service/middleware.py), which owns the request
    deadline: one ``asyncio.timeout`` per request, disarmed once the answer starts.
 
+And BentoML's metrics and access-log middlewares are swapped for subclasses that do the same and
+also let service/door.py count and log the refusals it answers before the ASGI stack.
+
 ``MIDDLEWARE_ORDER`` states the resulting stack (default configuration), outermost first; a test checks it.
 """
 
@@ -41,6 +44,7 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 
+from service.door import AccessLog, Metrics
 from service.middleware import ErrorShape, Guard
 
 _upstream_mime_type = IOMixin.mime_type.__func__  # the function behind the classmethod
@@ -83,8 +87,8 @@ class RequestId:
 
 
 # The stack in the default configuration (metrics and access log on, tracing off), outermost first.
-MIDDLEWARE_ORDER = (RunnerTrafficMetricsMiddleware, RequestId, AccessLogMiddleware, ErrorShape, Guard,
-                    ContextMiddleware)
+MIDDLEWARE_ORDER = (Metrics, RequestId, AccessLog, ErrorShape, Guard, ContextMiddleware)
+SUBCLASSED = {RunnerTrafficMetricsMiddleware: Metrics, AccessLogMiddleware: AccessLog}
 
 
 def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
@@ -96,6 +100,8 @@ def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
             continue  # the deadline is Guard's
         if m.cls is OpenTelemetryMiddleware and not tracing_configured():
             m = Middleware(RequestId)
+        elif m.cls in SUBCLASSED:
+            m = Middleware(SUBCLASSED[m.cls], *m.args, **m.kwargs)
         elif m.cls is Guard:
             m = Middleware(Guard, **{**m.kwargs, "timeout": timeout})
         stack.append(m)

@@ -14,7 +14,7 @@ import asyncio
 import json
 from typing import Any, Awaitable, Callable
 
-from service.admission import Admission
+from service.admission import Admission, Ticket
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -24,6 +24,8 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_DETAIL = 20  # a bad 1,024-image batch can carry 800,000 errors; the first few say enough
 RETRY_AFTER = ((b"retry-after", b"1"),)
 SHAPED = "thermodigits.shaped"  # key of a response-start message whose body is already the error shape
+TICKET = "thermodigits.ticket"  # scope key: the admission ticket service/door.py took for this request
+UNGUARDED = ("GET", "HEAD", "OPTIONS")  # methods that are never refused or limited
 
 
 def error_body(error: str, detail: list | None = None) -> bytes:
@@ -107,9 +109,9 @@ async def respond(send: Send, status: int, message: str, headers: tuple[tuple[by
 
 
 class Guard:
-    """Per POST, in this order: content type (415), declared size (413), admission (429), the body within
-    `body_timeout` (408, or 413 when it outgrows its declared size), a place in the worker's queue, then the
-    app, which must start its answer within `timeout` seconds of arrival (504).
+    """Per POST, in this order: content type (415), declared size (413), admission (429, unless service/door.py
+    decided it already), the body within `body_timeout` (408, or 413 when it outgrows its declared size), a place
+    in the worker's queue, then the app, which must start its answer within `timeout` seconds of arrival (504).
 
     The body is read whole here and replayed to the app: a client that sends slowly (or stops) is answered
     408 and its connection closed, and time spent waiting for a client never counts as queueing.
@@ -125,7 +127,7 @@ class Guard:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http" or scope["method"] in UNGUARDED:
             return await self.app(scope, receive, send)
         media_type, length = "", None
         for key, value in scope["headers"]:
@@ -140,11 +142,13 @@ class Guard:
                                             f"send {' or '.join(allowed)}")
         if length is not None and length > self.max_body_bytes:
             return await respond(send, 413, self._too_large, close=True)
-        size = self.max_body_bytes if length is None else length  # chunked: what it may grow to
-        refusal = self.admission.refusal(size)
-        if refusal:
-            return await respond(send, 429, refusal, RETRY_AFTER)
-        ticket = self.admission.admit(size)
+        ticket: Ticket | None = scope.get(TICKET)  # admitted by service/door.py, which releases it if we do not
+        if ticket is None:  # no door in front (an in-process ASGI client): admission is decided here
+            size = self.max_body_bytes if length is None else length  # chunked: what it may grow to
+            refusal = self.admission.refusal(size)
+            if refusal:
+                return await respond(send, 429, refusal, RETRY_AFTER)
+            ticket = self.admission.admit(size)
         served = False
         started = False
 

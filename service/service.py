@@ -12,7 +12,7 @@ from bentoml.exceptions import InvalidArgument
 from starlette.applications import Starlette
 
 import artifacts
-from service import compat, fastpath, images, openapi, routes, runtime
+from service import compat, door, fastpath, images, openapi, routes, runtime
 from service.admission import Admission
 from service.batching import Batcher
 from service.middleware import ErrorShape, Guard
@@ -115,12 +115,15 @@ class ThermoDigits:
 
 
 openapi.install(ThermoDigits)  # /docs.json as the API really is: see service/openapi.py
+# The worker's one queue: service/door.py refuses for it before the ASGI stack, Guard admits what reaches it.
+ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
+                      SETTINGS.max_inflight_bytes)
+door.install(ADMISSION, SETTINGS.max_body_bytes)
 # Our middleware, outermost first. BentoML's metrics and access log wrap both, so refusals are counted and logged.
 ThermoDigits.add_asgi_middleware(ErrorShape)
 ThermoDigits.add_asgi_middleware(
     Guard,
-    admission=Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
-                        SETTINGS.max_inflight_bytes),
+    admission=ADMISSION,
     content_types=routes.content_types,
     max_body_bytes=SETTINGS.max_body_bytes,
     body_timeout=SETTINGS.body_timeout_s,

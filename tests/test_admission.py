@@ -219,3 +219,17 @@ def test_cancelled_right_after_being_handed_a_place_passes_it_on():
         assert third_task.done() and adm.serving == 1
 
     asyncio.run(run())
+
+
+def test_finish_counts_a_ticket_once_however_often_it_is_called():
+    async def run():
+        adm, _ = make(concurrency=1)
+        ticket, _ = await enter(adm, size=10)
+        waiting, task = await enter(adm, size=5)
+        adm.finish(ticket, served=True)  # Guard, after the answer ...
+        adm.finish(ticket, served=False)  # ... then service/door.py, when the request's task ends
+        await settle()
+        return adm, task
+
+    adm, task = asyncio.run(run())
+    assert task.done() and (adm.held, adm.bytes, adm.finished, adm.serving) == (1, 5, 1, 1)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from service.admission import Admission
-from service.middleware import ErrorShape, Guard
+from service.middleware import TICKET, ErrorShape, Guard
 
 
 class App:
@@ -110,6 +110,15 @@ def test_refused_by_admission_is_429_with_retry_after_and_the_reason():
     (status, headers, body), (first_status, _, _) = asyncio.run(run())
     assert status == 429 and headers["retry-after"] == "1" and "limit 1" in json.loads(body)["error"]
     assert first_status == 200 and adm.held == 0
+
+
+def test_a_request_admitted_at_the_door_is_not_asked_again_and_its_ticket_is_finished():
+    adm = Admission(0.5, 1, max_requests=1, max_bytes=10_000)
+    g, _ = guard(App(), admission=adm)
+    ticket = adm.admit(2)  # what service/door.py did: the one place is this request's
+    s = {**scope(), TICKET: ticket}
+    status, _, _ = asyncio.run(call(g, s))
+    assert status == 200 and ticket.done and (adm.held, adm.finished) == (0, 1)
 
 
 def test_no_answer_started_within_the_deadline_is_504():

@@ -91,6 +91,7 @@ def test_refusals_appear_in_metrics_and_the_access_log(strict_server):
                             b"Content-Length: 20\r\n\r\n", b"{}", wait=0.3)
     refused = httpx.post(f"{url}/temperature", json={"readings": [1.0]})
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "x-bentoml-request-id" not in refused.headers  # refused at the door (service/door.py), before BentoML
     assert "limit 1" in refused.json()["error"]
     slow.settimeout(5)
     assert slow.recv(4096).startswith(b"HTTP/1.1 408")

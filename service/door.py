@@ -1,0 +1,159 @@
+"""Admission at the door: a request the worker must refuse gets its 429 from uvicorn's HTTP protocol, before any ASGI task, middleware or BentoML code runs for it.
+
+Why: under an open-loop flood most requests are refused, so a refusal must cost little next to an
+answer. Through the ASGI stack (uvicorn's task, Starlette, BentoML's metrics, access log, request id,
+our error shape and guard) a 429 cost ~0.14 ms of the event loop, a third of a /temperature answer;
+refusing the surplus of a 3x flood then ate the capacity it was meant to protect. Here it is a
+few lines of bytes: ~0.01 ms for the refusal and ~0.01 ms to count and log it (2026-11-28, wrk on a
+core: 94,000 refusals/s from the protocol, 48,000 from a bare ASGI app).
+
+How (uvicorn 0.54, no setting for it): BentoML's worker builds ``uvicorn.Config`` with ``http="auto"``,
+and uvicorn resolves that name through ``uvicorn.config.HTTP_PROTOCOLS``; ``install()`` points it at
+``Door``, uvicorn's httptools protocol with one method overridden: ``_start_asgi_task``, called once a
+request's headers are parsed and its ASGI task is about to be created. ``Door`` asks the worker's
+``Admission`` there (service/admission.py: the one place that decides). A refused request is answered
+with the error shape and ``Retry-After: 1``, the connection kept (uvicorn skips the unread body, as it
+does for any early answer), and counted in BentoML's request metrics and written to its access log in
+BentoML's format, like every other answer. An admitted request carries its admission ticket to
+``Guard`` (service/middleware.py) in the scope; the ticket is released when the request's task ends,
+whatever happens inside. Not covered by the door: GET/HEAD/OPTIONS (never refused), bodies declared
+over the size limit (``Guard`` answers 413), and any server not started through uvicorn's "auto"
+protocol (in-process ASGI clients): there ``Guard`` asks ``Admission`` itself. tests/test_door.py fails
+when uvicorn or BentoML change what this relies on.
+"""
+
+from __future__ import annotations
+
+import functools
+from timeit import default_timer
+from typing import Any, Callable
+
+import uvicorn.config
+from bentoml._internal.context import server_context
+from bentoml._internal.server.http.access import AccessLogMiddleware
+from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.admission import Admission, Ticket
+from service.middleware import TICKET, UNGUARDED, error_body
+
+STATUS_LINE = b"HTTP/1.1 429 Too Many Requests\r\n"
+
+
+class Door(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing what the worker's Admission refuses before the request becomes an ASGI task."""
+
+    admission: Admission | None = None  # set by install(); None: every request goes on to Guard
+    max_body_bytes = 0
+    metrics: "Metrics | None" = None  # BentoML's middlewares of this worker, once the app is built
+    access: "AccessLog | None" = None
+    began = 0.0  # when the current request's first bytes were parsed (for the access log and histogram)
+
+    def on_message_begin(self) -> None:
+        self.began = default_timer()
+        super().on_message_begin()
+
+    def _start_asgi_task(self, cycle: Any, app: Callable) -> None:
+        admission, scope = self.admission, cycle.scope
+        if admission is None or scope["method"] in UNGUARDED:
+            return super()._start_asgi_task(cycle, app)
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)  # names are lower case
+        size = self.max_body_bytes if length is None else int(length)  # chunked: what it may grow to
+        if size > self.max_body_bytes:
+            return super()._start_asgi_task(cycle, app)  # Guard answers 413
+        refusal = admission.refusal(size)
+        if refusal:
+            return self._refuse(cycle, refusal)
+        scope[TICKET] = ticket = admission.admit(size)
+        super()._start_asgi_task(cycle, functools.partial(_released, app, admission, ticket))
+
+    def _refuse(self, cycle: Any, message: str) -> None:
+        body = error_body(message)
+        # With "Expect: 100-continue" the client may still send the body we will never ask for: close.
+        keep_alive = cycle.keep_alive and not cycle.waiting_for_100_continue
+        head = [STATUS_LINE]
+        for name, value in self.server_state.default_headers:  # uvicorn's Date header
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\ncontent-length: ", b"%d" % len(body),
+                 b"\r\nretry-after: 1\r\n", b"" if keep_alive else b"connection: close\r\n", b"\r\n", body]
+        self.transport.write(b"".join(head))
+        cycle.response_complete = True  # from here uvicorn discards this request's body
+        cycle.keep_alive = keep_alive
+        try:  # an exception here would reach httptools, which would answer 400 on an answered request
+            self._record(cycle.scope, 429, len(body), default_timer() - self.began)
+        except Exception:
+            self.logger.exception("a refusal answered at the door was not counted or logged")
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # keep-alive timer, or the next pipelined request
+
+    def _record(self, scope: dict, status: int, length: int, seconds: float) -> None:
+        """What BentoML's metrics and access-log middlewares record for an answer, for one they never saw."""
+        path = scope["path"]
+        if self.metrics is not None:  # BentoML counts every path (its skip_paths only spare a gauge)
+            self.metrics.count(path, status, seconds)
+        if self.access is not None and not path.startswith(tuple(self.access.skip_paths)):
+            self.access.write(scope, status, length, seconds)
+
+
+async def _released(app: Callable, admission: Admission, ticket: Ticket, scope: dict, receive: Callable,
+                    send: Callable) -> None:
+    """Run the app; then release the ticket if Guard did not (an error before it, or a request it never saw)."""
+    try:
+        await app(scope, receive, send)
+    finally:
+        admission.finish(ticket, served=False)  # no-op once Guard has finished it
+
+
+class Metrics(RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics middleware, telling the door where its series are."""
+
+    def __init__(self, app: Callable, **kwargs: Any):
+        super().__init__(app, **kwargs)
+        self._door_series: dict[tuple[str, int], tuple[Any, Any]] = {}  # (path, status) -> (counter, histogram)
+        Door.metrics = self  # one app per worker process
+
+    def count(self, endpoint: str, status: int, seconds: float) -> None:
+        series = self._door_series.get((endpoint, status))
+        if series is None:  # labels() costs as much as the rest of a refusal: once per endpoint and status
+            if not self._is_setup:
+                self._setup()
+            labels = dict(endpoint=endpoint, service_name=server_context.bento_name,
+                          service_version=server_context.bento_version, http_response_code=status,
+                          runner_name=server_context.service_name)
+            series = (self.metrics_request_total.labels(**labels), self.metrics_request_duration.labels(**labels))
+            if len(self._door_series) < 256:  # paths come from clients: keep the cache bounded
+                self._door_series[(endpoint, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+class AccessLog(AccessLogMiddleware):
+    """BentoML's access-log middleware, telling the door its logger and which fields it writes."""
+
+    def __init__(self, app: Callable, **kwargs: Any):
+        super().__init__(app, **kwargs)
+        Door.access = self
+
+    def write(self, scope: dict, status: int, length: int, seconds: float) -> None:
+        """One line in the format of AccessLogMiddleware.__call__ (bentoml 1.4.40) for a JSON answer."""
+        client = scope.get("client")
+        request = [f"scheme={scope['scheme']}", f"method={scope['method']}", f"path={scope['path']}"]
+        headers = dict(scope["headers"]) if self.has_request_content_type or self.has_request_content_length else {}
+        if self.has_request_content_type:
+            request.append(f"type={headers.get(b'content-type', b'').decode('latin-1')}")
+        if self.has_request_content_length:
+            request.append(f"length={headers.get(b'content-length', b'').decode('latin-1')}")
+        response = [f"status={status}"]
+        if self.has_response_content_type:
+            response.append("type=application/json")
+        if self.has_response_content_length:
+            response.append(f"length={length}")
+        self.logger.info("%s (%s) (%s) %.3fms", f"{client[0]}:{client[1]}" if client else "_", ",".join(request),
+                         ",".join(response), max(seconds, 0) * 1000)
+
+
+def install(admission: Admission, max_body_bytes: int) -> None:
+    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, refusing for `admission` (call before uvicorn.Config.load)."""
+    Door.admission, Door.max_body_bytes = admission, max_body_bytes
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = Door  # uvicorn's import_from_string returns a class as is
