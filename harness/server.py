@@ -190,10 +190,11 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
 
 
 def start_baseline(workers: int = 1, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
-    """uvicorn serving harness.baseline:app with `workers` workers, access log off."""
+    """uvicorn serving harness.baseline:app with `workers` workers, access log off, on the service's stack (httptools, asyncio's loop)."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "harness.baseline:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+           "--workers", str(workers), "--no-access-log", "--log-level", "warning", "--http", "httptools",
+           "--loop", "asyncio"]
     full_env = {**os.environ, **(env or {})}
     return _spawn("baseline", cmd, REPO, full_env, port, logdir or Path(tempfile.mkdtemp(prefix="harness-logs-")))
 

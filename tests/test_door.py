@@ -213,16 +213,21 @@ def test_a_failure_to_count_or_log_never_breaks_the_answered_connection(connecti
 
 # What the door relies on upstream: each fails when uvicorn or BentoML change it.
 
-def test_install_makes_door_what_uvicorn_auto_loads():
-    before = uvicorn.config.HTTP_PROTOCOLS["auto"]
+def test_install_makes_door_and_asyncio_what_uvicorn_auto_loads():
+    before = uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LOOP_FACTORIES["auto"]
     try:
         admission = Admission(0.5, 4, 1, 10_000)
         door.install(admission, 123)
-        config = uvicorn.config.Config(App(), lifespan="off", log_config=None)  # BentoML's call: no http=
+        config = uvicorn.config.Config(App(), lifespan="off", log_config=None)  # BentoML's call: no http=, loop=
         config.load()
         assert config.http_protocol_class is Door and (Door.admission, Door.max_body_bytes) == (admission, 123)
+        loop = config.get_loop_factory()()  # what uvicorn.Server.run runs on
+        try:
+            assert type(loop).__module__.startswith("asyncio.") and "uvloop" not in type(loop).__module__
+        finally:
+            loop.close()
     finally:
-        uvicorn.config.HTTP_PROTOCOLS["auto"] = before
+        uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LOOP_FACTORIES["auto"] = before
         Door.admission = None
 
 
