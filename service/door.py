@@ -43,7 +43,7 @@ from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddle
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admission import Admission, Ticket
-from service.middleware import TICKET, UNGUARDED, error_body
+from service.middleware import TICKET, UNGUARDED, admitted_size, error_body
 
 STATUS_LINE = b"HTTP/1.1 429 Too Many Requests\r\n"
 
@@ -66,7 +66,7 @@ class Door(HttpToolsProtocol):
         if admission is None or scope["method"] in UNGUARDED:
             return super()._start_asgi_task(cycle, app)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)  # names are lower case
-        size = self.max_body_bytes if length is None else int(length)  # chunked: what it may grow to
+        size = admitted_size(None if length is None else int(length), self.max_body_bytes)
         if size > self.max_body_bytes:
             return super()._start_asgi_task(cycle, app)  # Guard answers 413
         refusal = admission.refusal(size)

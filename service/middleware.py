@@ -28,6 +28,11 @@ TICKET = "thermodigits.ticket"  # scope key: the admission ticket service/door.p
 UNGUARDED = ("GET", "HEAD", "OPTIONS")  # methods that are never refused or limited
 
 
+def admitted_size(length: int | None, max_body_bytes: int) -> int:
+    """The body bytes a request is admitted for: its declared length, or the limit when chunked (what it may grow to)."""
+    return max_body_bytes if length is None else length
+
+
 def error_body(error: str, detail: list | None = None) -> bytes:
     body: dict[str, Any] = {"error": error}
     if detail is not None:
@@ -144,7 +149,7 @@ class Guard:
             return await respond(send, 413, self._too_large, close=True)
         ticket: Ticket | None = scope.get(TICKET)  # admitted by service/door.py, which releases it if we do not
         if ticket is None:  # no door in front (an in-process ASGI client): admission is decided here
-            size = self.max_body_bytes if length is None else length  # chunked: what it may grow to
+            size = admitted_size(length, self.max_body_bytes)
             refusal = self.admission.refusal(size)
             if refusal:
                 return await respond(send, 429, refusal, RETRY_AFTER)
