@@ -23,7 +23,9 @@ class Settings:
     backend: str = _env("SERVICE_BACKEND", "onnx (ONNX Runtime) or torchscript (needs torch)", default="onnx")
     device: str = _env("SERVICE_DEVICE", "auto (CUDA when the backend can use it, else CPU), cpu or cuda",
                        default="auto")
-    threads: int = _env("SERVICE_THREADS", "intra-op threads per model; 0 = the library default", default=0)
+    # 1, not ONNX Runtime's one per core: the event loop needs a core of its own (docs/reliability.md).
+    threads: int = _env("SERVICE_THREADS", "intra-op threads per model call; 0 = the library's default (one per core)",
+                        default=1)
     max_batch: int = _env("SERVICE_MAX_BATCH", "most images per digit-model call; concurrent requests share calls",
                           default=64)
     max_body_bytes: int = _env("SERVICE_MAX_BODY_BYTES", "larger request bodies get 413 before they are parsed",

@@ -53,3 +53,12 @@ def test_onnx_loads_without_the_torchscript_file(tmp_path):
     (copy / "model.pt").unlink()  # what the lean image's store entry holds
     m = runtime.load(copy, Settings(), "cpu")
     assert m.backend == "onnx" and m.predict(np.array([[35.7]])).shape == (1, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnx_session_uses_the_thread_setting(threads):
+    # The default (1) leaves the event loop a core of its own; ONNX Runtime's own default is one per core.
+    m = runtime.load(MODELS / "temperature-linear", Settings(threads=threads), "cpu")
+    options = m.predict.session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

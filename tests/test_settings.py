@@ -10,7 +10,7 @@ from service.settings import Settings
 def test_defaults():
     s = Settings.from_env({})
     assert s == Settings()
-    assert (s.backend, s.device, s.threads, s.max_batch) == ("onnx", "auto", 0, 64)
+    assert (s.backend, s.device, s.threads, s.max_batch) == ("onnx", "auto", 1, 64)
     assert (s.queue_target_s, s.concurrency, s.max_requests) == (0.6, 32, 512)
 
 
