@@ -11,10 +11,7 @@ parsed in the same turn join the first batch. While a batch runs in the model's 
 and torch release the GIL), the event loop keeps parsing requests, and those queue for the next batch.
 So at concurrency 1 every batch holds one request and costs one thread hop; under load batches grow
 by themselves up to ``max_batch`` images, which bounds the latency a batch adds. A request larger
-than ``max_batch`` runs alone, whole. When a batch returns, what waits goes to the model at once, and
-the batch's callers are woken a few per event-loop turn (``WAKE_PER_TURN``) rather than all in one:
-answering them does not hold up the loop, and the first clients' next requests are read while the
-rest are still being answered.
+than ``max_batch`` runs alone, whole.
 """
 
 from __future__ import annotations
@@ -27,10 +24,6 @@ from typing import Callable
 import numpy as np
 
 Observer = Callable[[int, int], None]  # (images, requests) of each model call
-# Callers woken per event-loop turn when a batch returns. Each then answers its request on the loop
-# (~0.3 ms); waking 64 at once held the loop ~20 ms, during which nothing was read, refused or answered.
-# Of 4, 8, 16 and all at once, 8 served /digit best at 16 and 64 connections (harness/README.md).
-WAKE_PER_TURN = 8
 
 
 class Batcher:
@@ -68,41 +61,29 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            running = self._start(loop)
-            while running is not None:
-                taken, call = running
+            while self._queue:
+                taken = self._take()
+                if not taken:
+                    continue
+                batch = taken[0][0] if len(taken) == 1 else np.concatenate([x for x, _ in taken])
                 try:
-                    out = await call
+                    out = await loop.run_in_executor(self._executor, self.predict, batch)
                 except BaseException as e:  # every caller of this batch gets the model's error (or cancellation)
                     for _, future in taken:
                         if not future.done():
                             future.set_exception(e)
                     if not isinstance(e, Exception):
                         raise
-                    running = self._start(loop)
                     continue
                 if self.observe is not None:
-                    self.observe(sum(len(x) for x, _ in taken), len(taken))
-                running = self._start(loop)  # the model takes what waits before this batch's callers are woken
+                    self.observe(len(batch), len(taken))
                 start = 0
-                for i, (x, future) in enumerate(taken):
-                    if i and i % WAKE_PER_TURN == 0:
-                        await asyncio.sleep(0)  # one event-loop turn: other requests are read, refused, answered
+                for x, future in taken:
                     if not future.done():
                         future.set_result(out[start:start + len(x)])
                     start += len(x)
-                running = running or self._start(loop)  # calls made while the callers were woken
         finally:
             self._drain = None
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[list, asyncio.Future] | None:
-        """The queue's head sent to the model's thread: (its calls, the model call), or None when nothing waits."""
-        while self._queue:
-            taken = self._take()
-            if taken:
-                batch = taken[0][0] if len(taken) == 1 else np.concatenate([x for x, _ in taken])
-                return taken, loop.run_in_executor(self._executor, self.predict, batch)
-        return None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batching import WAKE_PER_TURN, Batcher
+from service.batching import Batcher
 
 
 class Model:
@@ -125,69 +125,6 @@ def test_a_cancelled_caller_does_not_disturb_the_others():
 
     np.testing.assert_array_equal(asyncio.run(run()), [[18]])
     assert model.calls == [1, 1]  # the cancelled call was dropped from the batch
-
-
-def test_a_batch_wakes_its_callers_a_few_per_event_loop_turn():
-    # Answering a caller takes the event loop ~0.3 ms: a batch of 20 must not hold it for all of them.
-    model = Model()
-    batcher = Batcher(model, max_batch=64)
-    order: list = []
-
-    async def caller(k):
-        await batcher(images(1, k))
-        order.append(k)
-
-    async def run():
-        model.gate.clear()
-        callers = [asyncio.ensure_future(caller(k)) for k in range(20)]
-        await asyncio.sleep(0.05)  # all 20 queued and sent to the model as one batch, held there
-        stop = False
-
-        async def ticker():  # marks every event-loop turn
-            while not stop:
-                order.append("turn")
-                await asyncio.sleep(0)
-
-        tick = asyncio.ensure_future(ticker())
-        model.gate.set()
-        await asyncio.gather(*callers)
-        stop = True
-        await tick
-
-    asyncio.run(run())
-    assert model.calls == [20]
-    groups, current = [], []
-    for item in order:
-        if item == "turn":
-            if current:
-                groups.append(current)
-            current = []
-        else:
-            current.append(item)
-    groups.append(current)
-    assert [len(g) for g in groups if g] == [WAKE_PER_TURN, WAKE_PER_TURN, 20 - 2 * WAKE_PER_TURN]
-    assert sum(groups, []) == list(range(20))  # in request order
-
-
-def test_calls_made_while_a_batch_wakes_its_callers_are_run():
-    # Each caller sends its next call as soon as it is answered (a closed-loop client): the first group's
-    # next calls arrive while the rest of the batch is still being woken, and must not be left queued.
-    model = Model()
-    batcher = Batcher(model, max_batch=64)
-
-    async def client(k):
-        await batcher(images(1, k))
-        await batcher(images(1, k))
-
-    async def run():
-        model.gate.clear()
-        clients = [asyncio.ensure_future(client(k)) for k in range(16)]
-        await asyncio.sleep(0.05)
-        model.gate.set()
-        await asyncio.wait_for(asyncio.gather(*clients), 5)
-
-    asyncio.run(run())
-    assert model.calls == [16, WAKE_PER_TURN, 16 - WAKE_PER_TURN]
 
 
 def test_max_batch_must_be_positive():
