@@ -123,7 +123,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["us_batch1"], 100 * r["test_accuracy"], s=20 + r["parameters"] / 1e5)
-        ax.annotate(f"{r['profile']}\n{r['network']}", (r["us_batch1"], 100 * r["test_accuracy"]), fontsize=7,
+        ax.annotate(f"{r['profile']}, {r['epochs']} epochs\n{r['network']}", (r["us_batch1"], 100 * r["test_accuracy"]), fontsize=7,
                     xytext=(5, -12), textcoords="offset points")
     ax.set(xscale="log", xlabel="ONNX Runtime µs per image, batch 1, one thread (log)", ylabel="test accuracy (%)",
            title="MNIST, fully connected: accuracy against cost (area ~ parameters)")
