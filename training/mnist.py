@@ -33,8 +33,9 @@ PROFILES = {
                   rotate=8.0, scale=0.08, translate=2.0, elastic_alpha=0.0, elastic_sigma=5.0),
     # 3 wide nets trained on affine + elastic distortions (Simard et al. 2003), softmax-averaged. At 15 epochs
     # elastic and affine-only tie on validation accuracy (98.98 vs 99.00 %) but elastic gives a lower validation
-    # loss (0.065 vs 0.078) and still underfits, so it gains more from a long schedule.
-    "committee": dict(epochs=70, batch_size=256, lr=2e-3, hidden=(1536, 1536), dropout=0.15, batchnorm=True,
+    # loss (0.065 vs 0.078) and still underfits, so it gains more from a long schedule: 140 epochs took the
+    # committee from 99.40 % (70 epochs) to 99.54 % on validation (~65 min on 2 cores).
+    "committee": dict(epochs=140, batch_size=256, lr=2e-3, hidden=(1536, 1536), dropout=0.15, batchnorm=True,
                       weight_decay=1e-4, label_smoothing=0.05, ensemble=3,
                       rotate=12.0, scale=0.1, translate=2.5, elastic_alpha=34.0, elastic_sigma=5.0),
     # One network trained on the committee's softened probabilities of the same warped batches (Hinton et al.
