@@ -214,7 +214,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each member after N steps")
     parser.add_argument("--out", default="models", help="output folder")
-    parser.add_argument("--name", default="mnist-fc", help="model name: exports to <out>/<name>/")
+    parser.add_argument("--name", default=None,
+                        help=f"model name: exports to <out>/<name>/ (default: {artifacts.MNIST_DISTILLED} for "
+                             f"--profile distilled, the served student; {artifacts.MNIST} otherwise)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep trained members here and reuse them in recipes that share them "
                              "(e.g. build/mnist-members: the teacher of 'distilled' is trained once)")
@@ -244,6 +246,8 @@ def main(args) -> dict:
 
     if args.member is not None and not args.cache_dir:
         raise SystemExit("--member needs --cache-dir: the member is only kept there")
+    if args.name is None:  # retraining the served student must not overwrite the served committee
+        args.name = artifacts.MNIST_DISTILLED if args.profile == "distilled" else artifacts.MNIST
     result = run(args)
     if "member_only" in result:
         print(f"member {args.member} is in {args.cache_dir} ({result['train_seconds']:.1f}s)", flush=True)
