@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import images, runtime
+from service.schemas import DEFAULT_DIGIT_MODEL, DIGIT_MODELS
 from service.settings import Settings
 
 
@@ -36,17 +37,24 @@ asyncio.base_events._set_nodelay = _set_nodelay
 MODELS = Path(__file__).resolve().parents[1] / "models"
 settings = Settings.from_env()
 device = runtime.select_device(settings.backend, settings.device)
-models = {name: runtime.load(MODELS / name, settings, device) for name in ("temperature-linear", "temperature-mlp", "mnist-fc")}
+models = {name: runtime.load(MODELS / name, settings, device)
+          for name in ("temperature-linear", "temperature-mlp", *DIGIT_MODELS.values())}
 
 
 def bad(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
 
 
-def classify(batch: np.ndarray) -> list[dict]:
-    probabilities = models["mnist-fc"].predict(batch)
-    return [{"digit": int(d), "confidence": float(p[d]), "probabilities": p.tolist()}
-            for d, p in zip(probabilities.argmax(axis=1), probabilities)]
+def digit_model(body: dict):
+    """The digit model a request's `model` field names (KeyError when it names none)."""
+    return models[DIGIT_MODELS[body.get("model", DEFAULT_DIGIT_MODEL)]]
+
+
+def classify(batch: np.ndarray, m=None) -> list[dict]:
+    m = m or models[DIGIT_MODELS[DEFAULT_DIGIT_MODEL]]
+    probabilities = m.predict(batch)
+    return [{"digit": int(d), "confidence": float(p[d]), "probabilities": p.tolist(), "model": m.name,
+             "version": m.version} for d, p in zip(probabilities.argmax(axis=1), probabilities)]
 
 
 def to_batch(images_: list, max_value: float) -> np.ndarray:
@@ -67,18 +75,20 @@ async def digit(request: Request) -> Response:
     try:
         body = json.loads(await request.body())
         batch = to_batch([body["pixels"]], body.get("max_value", 255))
+        m = digit_model(body)
     except (ValueError, KeyError, TypeError):
         return bad("bad digit request")
-    return JSONResponse(classify(batch)[0])
+    return JSONResponse(classify(batch, m)[0])
 
 
 async def digits(request: Request) -> Response:
     try:
         body = json.loads(await request.body())
         batch = to_batch(body["images"], body.get("max_value", 255))
+        m = digit_model(body)
     except (ValueError, KeyError, TypeError):
         return bad("bad digits request")
-    return JSONResponse(classify(batch))
+    return JSONResponse(classify(batch, m))
 
 
 async def digit_image(request: Request) -> Response:

@@ -124,6 +124,8 @@ def bench_payloads() -> dict[str, Payload]:
     return {p.name: p for p in (
         Payload("temperature", "/temperature", "application/json", as_json({"readings": [35.7, 55.9]})),
         Payload("digit", "/digit", "application/json", as_json({"pixels": images[0].tolist()}), 1),
+        Payload("digit_distilled", "/digit", "application/json",
+                as_json({"pixels": images[0].tolist(), "model": "distilled"}), 1),
         Payload("digits64", "/digits", "application/json", as_json({"images": images.tolist()}), BATCH),
         upload("digit_image", images[0]),
         upload("digit_image200", inverted_200(images[0])),

@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 from starlette.datastructures import UploadFile
 
+import artifacts
+
 MAX_READINGS = 10_000
 MAX_IMAGES = 1_024
 SIDE = 28
@@ -39,6 +41,13 @@ class TemperatureResponse(BaseModel):
 
 MaxValue = Annotated[float, Field(gt=0, le=65535, strict=True, allow_inf_nan=False)]
 MAX_VALUE_DOC = "Value of full ink: 255 for 0-255 integers, 1 for 0-1 floats."
+
+# The digit endpoints' `model` field -> the served model; the first is the default (the more accurate on validation).
+DIGIT_MODELS = {"committee": artifacts.MNIST, "distilled": artifacts.MNIST_DISTILLED}
+DEFAULT_DIGIT_MODEL = next(iter(DIGIT_MODELS))
+DigitModel = Annotated[Literal[tuple(DIGIT_MODELS)], Field(
+    description="Which classifier: 'committee' (three networks, the most accurate) or 'distilled' "
+                "(one network taught by the committee, about a sixth of its cost per image).")]
 
 
 def check_shape(image: Any, where: str) -> None:
@@ -74,6 +83,7 @@ class Images(Strict):
     """What /digit and /digits share: validated pixel arrays and the max_value rule, with readable shape errors."""
 
     max_value: MaxValue = Field(255, description=MAX_VALUE_DOC)
+    model: DigitModel = DEFAULT_DIGIT_MODEL
     _field: ClassVar[str]
 
     @classmethod
@@ -146,6 +156,8 @@ class DigitPrediction(BaseModel):
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     confidence: float = Field(description="Its probability.")
     probabilities: list[float] = Field(min_length=10, max_length=10, description="P(digit) for 0..9.")
+    model: str = Field(description="Name of the model that answered.", examples=["mnist-fc"])
+    version: str = Field(description="Version (content hash) of that model.")
 
 
 class DigitImagePrediction(DigitPrediction):

@@ -10,7 +10,7 @@ Routes (mounted at the root by service/routes.py), beside the typed endpoints::
 
 Strict, like the typed endpoints: exactly one input, named and typed as the model's metadata says,
 its shape the model's with the batch (-1) from 1 to 1,024 images or 10,000 readings, and `data` that
-many finite JSON numbers, row-major, flat or nested exactly as `shape` (mnist-fc: within the
+many finite JSON numbers, row-major, flat or nested exactly as `shape` (mnist-fc*: within the
 metadata's range [0, 1]). Unknown fields are refused; parameters that would change the answer
 (classification, shared memory) are refused; other parameters are ignored. Every refusal is a 4xx
 ``{"error": "<sentence>"}``: 400 bad input, 404 unknown model or version, 415 content type, 503 not
@@ -37,7 +37,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import artifacts
 from service import v2_schemas as s
 from service.v2_tensors import (
     BINARY_TYPE, HEADER, JSON_TYPE, MAX_BATCH, V2Error, encode, fail, input_array, parse, requested_outputs, short,
@@ -96,8 +95,9 @@ def model_metadata(m: Any) -> dict:
 
 
 async def predict(svc: Any, m: Any, x: np.ndarray) -> np.ndarray:
-    if m.name == artifacts.MNIST:
-        return await svc.classify(x)  # the adaptive batcher, shared with /digit, /digits and /digit/image
+    batcher = svc.batchers.get(m.name)  # a digit model: its adaptive batcher, shared with /digit, /digits, /digit/image
+    if batcher is not None:
+        return await batcher(x)
     return m.predict(x)  # microseconds
 
 

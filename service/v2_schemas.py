@@ -66,17 +66,17 @@ class Strict(BaseModel):
 
 
 class V2RequestInput(Strict):
-    name: Str = Field(description="The model's input name: `images` (mnist-fc) or `readings` (temperature-*).")
+    name: Str = Field(description="The model's input name: `images` (mnist-fc*) or `readings` (temperature-*).")
     shape: list[Int] = Field(fail_fast=True, description="-1 in the model's shape is the batch: [N, 1, 28, 28] "
-                             "with N 1 to 1,024 (mnist-fc), [N, 1] with N 1 to 10,000 (temperature-*).")
-    datatype: Str = Field(description="The model's datatype: FP32 (mnist-fc), FP64 (temperature-*).")
+                             "with N 1 to 1,024 (mnist-fc*), [N, 1] with N 1 to 10,000 (temperature-*).")
+    datatype: Str = Field(description="The model's datatype: FP32 (mnist-fc*), FP64 (temperature-*).")
     parameters: InputParameters = Field(None)
     data: list = Field(None, description="product(shape) finite numbers in row-major order, flat or nested as "
-                                         "`shape` (mnist-fc: pixel values in [0, 1]).")
+                                         "`shape` (mnist-fc*: pixel values in [0, 1]).")
 
 
 class V2RequestOutput(Strict):
-    name: Str = Field(description="The model's output name: `probabilities` (mnist-fc) or `celsius`.")
+    name: Str = Field(description="The model's output name: `probabilities` (mnist-fc*) or `celsius`.")
     parameters: OutputParameters = Field(None)
 
 

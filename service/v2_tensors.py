@@ -20,8 +20,8 @@ from service import v2_schemas as s
 from service.middleware import describe
 from service.schemas import MAX_IMAGES, MAX_READINGS
 
-MAX_BATCH = {artifacts.MNIST: MAX_IMAGES, artifacts.TEMPERATURE_LINEAR: MAX_READINGS,
-             artifacts.TEMPERATURE_MLP: MAX_READINGS}
+MAX_BATCH = {artifacts.MNIST: MAX_IMAGES, artifacts.MNIST_DISTILLED: MAX_IMAGES,
+             artifacts.TEMPERATURE_LINEAR: MAX_READINGS, artifacts.TEMPERATURE_MLP: MAX_READINGS}
 HEADER = "Inference-Header-Content-Length"
 JSON_TYPE, BINARY_TYPE = "application/json", "application/octet-stream"
 

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import artifacts
 from harness.payloads import crafted_png as png_header, encode, png
 
 N = 64  # test images used for the correctness checks
+VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"]
+           for name in (artifacts.MNIST, artifacts.MNIST_DISTILLED)}
 
 
 def upload(client, data: bytes, field: str = "image", content_type: str = "image/png"):
@@ -19,8 +22,9 @@ def sample(mnist_test_images):
     return images[:N], labels[:N]
 
 
-def assert_prediction(p: dict) -> None:
-    assert set(p) == {"digit", "confidence", "probabilities"}
+def assert_prediction(p: dict, model: str = artifacts.MNIST) -> None:
+    assert set(p) == {"digit", "confidence", "probabilities", "model", "version"}
+    assert (p["model"], p["version"]) == (model, VERSION[model])  # the committee unless asked otherwise
     assert len(p["probabilities"]) == 10 and sum(p["probabilities"]) == pytest.approx(1, abs=1e-5)
     assert p["confidence"] == max(p["probabilities"]) == p["probabilities"][p["digit"]]
 
@@ -63,6 +67,29 @@ def test_digits_accepts_the_maximum_batch(client, mnist_test_images):
     assert r.status_code == 200 and len(r.json()) == 1024
 
 
+@pytest.mark.parametrize("model,name", [("committee", artifacts.MNIST), ("distilled", artifacts.MNIST_DISTILLED)])
+def test_the_model_field_chooses_the_classifier_on_every_digit_endpoint(client, sample, model, name):
+    images, labels = sample
+    one = client.post("/digit", json={"pixels": images[0].tolist(), "model": model})
+    many = client.post("/digits", json={"images": images.tolist(), "model": model})
+    upload_ = client.post("/digit/image", files={"image": ("d.png", png(images[0]), "image/png")}, data={"model": model})
+    for r in (one, many, upload_):
+        assert r.status_code == 200, r.text
+    for p in [one.json(), *many.json(), upload_.json()]:
+        assert_prediction({k: v for k, v in p.items() if k != "pixels"}, name)
+    assert (np.array([p["digit"] for p in many.json()]) == labels).mean() >= 0.95
+    np.testing.assert_allclose(one.json()["probabilities"], many.json()[0]["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(one.json()["probabilities"], upload_.json()["probabilities"], atol=1e-6)
+
+
+def test_the_two_classifiers_are_different_networks(client, sample):
+    images, _ = sample
+    answers = {model: client.post("/digits", json={"images": images.tolist(), "model": model}).json()
+               for model in ("committee", "distilled")}
+    committee, distilled = (np.array([p["probabilities"] for p in answers[m]]) for m in ("committee", "distilled"))
+    assert np.abs(committee - distilled).max() > 1e-3  # a `model` field that changed nothing would pass the rest
+
+
 @pytest.mark.parametrize("variant", ["as-is", "inverted", "upscaled", "jpeg", "rgb"])
 def test_image_upload_agrees_with_raw_pixels(client, sample, variant):
     images, labels = sample
@@ -103,6 +130,9 @@ JSON_BAD = {
     "empty images": ("/digits", {"images": []}, "send 1 to at most 1024 images per request, got 0"),
     "too many images": ("/digits", {"images": [blank()] * 1025}, "at most 1024"),
     "bad image in batch": ("/digits", {"images": [blank(), blank()[:3]]}, "images[1]: expected 28 rows, got 3"),
+    "unknown model": ("/digit", {"pixels": blank(), "model": "cnn"}, "model: Input should be 'committee' or 'distilled'"),
+    "model by its full name": ("/digits", {"images": [blank()], "model": "mnist-fc"}, "'committee' or 'distilled'"),
+    "model not a string": ("/digit", {"pixels": blank(), "model": 1}, "'committee' or 'distilled'"),
 }
 
 
@@ -151,6 +181,20 @@ def test_bad_upload_is_a_400(client, sample, case):
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
     assert upload(client, png(sample[0][0])).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["cnn", "", '"committee', "1"])
+def test_upload_with_an_unknown_model_is_a_400(client, sample, value):
+    r = client.post("/digit/image", files={"image": ("d.png", png(sample[0][0]), "image/png")}, data={"model": value})
+    assert r.status_code == 400, r.text
+    assert "model: Input should be 'committee' or 'distilled'" in r.json()["error"]
+
+
+def test_upload_with_the_model_sent_as_a_file_part_is_a_400(client, sample):
+    files = {"image": ("d.png", png(sample[0][0]), "image/png"), "model": ("m.txt", b"distilled", "text/plain")}
+    r = client.post("/digit/image", files=files)
+    assert r.status_code == 400, r.text
+    assert "model" in r.json()["error"]
 
 
 def test_upload_under_the_wrong_field_name_is_a_400(client, sample):

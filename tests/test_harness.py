@@ -24,7 +24,7 @@ def trivial():
 
 def test_benchmark_bodies():
     ps = payloads.bench_payloads()
-    assert set(ps) == {"temperature", "digit", "digits64", "digit_image", "digit_image200"}
+    assert set(ps) == {"temperature", "digit", "digit_distilled", "digits64", "digit_image", "digit_image200"}
     image = ps["digit_image200"].body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
     img = Image.open(io.BytesIO(image))
     assert (img.format, img.size) == ("PNG", (200, 200))

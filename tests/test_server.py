@@ -63,3 +63,19 @@ def test_bad_requests_do_not_hurt_the_server(server):
     assert r.status_code == 200 and r.json()["model"] == "temperature-linear"
     assert httpx.get(f"{url}/readyz").status_code == 200
     assert httpx.get(f"{url}/metadata").json()["models"]["mnist-fc"]["name"] == "mnist-fc"
+
+
+def test_bentoml_client_chooses_the_digit_model_and_metrics_count_each_models_batches(server, mnist_test_images, tmp_path):
+    url, _ = server
+    images, labels = mnist_test_images
+    path = tmp_path / "seven.png"
+    Image.fromarray(images[0]).save(path)
+    with bentoml.SyncHTTPClient(url) as client:  # reads /schema.json: the `model` field must be in it
+        answers = [client.digit(pixels=images[0].tolist(), model="distilled"),
+                   *client.digits(images=images[:3].tolist(), model="distilled"),
+                   client.digit_image(image=path, model="distilled")]
+    for a in answers:
+        a = a if isinstance(a, dict) else a.model_dump()
+        assert a["model"] == "mnist-fc-distilled"
+    # 1 + 3 + 1 images, counted under the distilled model's label (the committee's batcher saw none of them)
+    assert 'model_batch_images_sum{model="mnist-fc-distilled"} 5.0' in httpx.get(f"{url}/metrics").text

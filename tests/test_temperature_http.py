@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import artifacts
 from expected import T_U, celsius
 
 
@@ -97,7 +98,7 @@ def test_metadata_lists_the_loaded_models(client):
     r = client.get("/metadata")
     assert r.status_code == 200
     models = r.json()["models"]
-    assert set(models) == {"temperature-linear", "temperature-mlp", "mnist-fc"}
+    assert set(models) == set(artifacts.MODEL_NAMES) == {"temperature-linear", "temperature-mlp", "mnist-fc", "mnist-fc-distilled"}
     for m in models.values():
         assert m["backend"] == "onnx" and m["device"] == "cpu"
         assert set(m["files"]) == {"model.onnx", "model.pt"}

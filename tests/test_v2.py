@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 import artifacts
 from service import openapi, v2, v2_schemas, v2_tensors
+from service.schemas import DIGIT_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
@@ -118,7 +119,7 @@ def test_model_metadata_comes_from_metadata_json(http, docs, name):
 
 @pytest.mark.parametrize("suffix", ["", "/ready"])
 def test_unknown_model_or_version_is_404_naming_what_exists(http, suffix):
-    assert_error(http.get(f"/v2/models/resnet{suffix}"), 404, "'resnet'", "mnist-fc, temperature-linear, temperature-mlp")
+    assert_error(http.get(f"/v2/models/resnet{suffix}"), 404, "'resnet'", "mnist-fc, mnist-fc-distilled, temperature-linear, temperature-mlp")
     assert_error(http.get(f"/v2/models/{MNIST}/versions/1{suffix}"), 404, "no version '1'", VERSION[MNIST])
     # another model's version is not this model's
     assert_error(http.get(f"/v2/models/{MNIST}/versions/{VERSION[LINEAR]}{suffix}"), 404, VERSION[MNIST])
@@ -147,12 +148,13 @@ def test_temperatures_equal_the_typed_endpoint(http, docs, name, short):
                                      "data": typed["celsius"]}]}
 
 
-def test_digits_equal_the_typed_endpoint_flat_nested_and_binary(http, mnist_test_images):
+@pytest.mark.parametrize("field,name", DIGIT_MODELS.items())
+def test_digits_equal_the_typed_endpoint_flat_nested_and_binary(http, mnist_test_images, field, name):
     raw, batch, labels = mnist_batch(mnist_test_images, 16)
-    typed = np.array([p["probabilities"] for p in http.post("/digits", json={"images": raw.tolist()}).json()])
-    flat = infer(http, MNIST, images(batch)).json()
-    nested = infer(http, MNIST, images(batch, nested=True)).json()
-    assert flat == nested
+    typed = np.array([p["probabilities"] for p in http.post("/digits", json={"images": raw.tolist(), "model": field}).json()])
+    flat = infer(http, name, images(batch)).json()
+    nested = infer(http, name, images(batch, nested=True)).json()
+    assert flat == nested and (flat["model_name"], flat["model_version"]) == (name, VERSION[name])
     out = flat["outputs"][0]
     assert (out["name"], out["datatype"], out["shape"]) == ("probabilities", "FP32", [16, 10])
     probabilities = np.array(out["data"]).reshape(16, 10)
@@ -163,7 +165,7 @@ def test_digits_equal_the_typed_endpoint_flat_nested_and_binary(http, mnist_test
     head = {"inputs": [{"name": "images", "shape": [16, 1, 28, 28], "datatype": "FP32",
                         "parameters": {"binary_data_size": batch.nbytes}}], "parameters": {"binary_data_output": True}}
     body, headers = binary_body(head, batch.astype("<f4").tobytes())
-    r = infer(http, MNIST, body, headers={**headers, "content-type": "application/octet-stream"})
+    r = infer(http, name, body, headers={**headers, "content-type": "application/octet-stream"})
     assert r.status_code == 200, r.text
     meta, tail = split_response(r)
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [16, 10],
