@@ -160,6 +160,19 @@ def test_uploaded_png_is_classified_and_previewed(page, recorded, mnist_test_ima
     assert page.evaluate(SEEN_PIXELS) == [v for row in answer["pixels"] for v in row]
 
 
+def test_choosing_the_model_asks_it_again(page, recorded):
+    draw(page, 7)
+    page.wait_for_function(IDLE)
+    assert last_answer(recorded)["model"] == "mnist-fc"  # the default: the committee
+    assert page.inner_text("#digit-source") == "for your drawing, by mnist-fc"
+    page.select_option("#digit-model", "distilled")  # the same drawing goes to the other model, unasked
+    page.wait_for_function("() => document.querySelector('#digit-source').textContent.endsWith('mnist-fc-distilled')")
+    page.wait_for_function(IDLE)
+    answer = last_answer(recorded)
+    assert answer["model"] == "mnist-fc-distilled" and page.inner_text("#digit") == str(answer["digit"]) == "7"
+    assert page.inner_text("#confidence") == f"confidence {100 * answer['confidence']:.1f} %"
+
+
 def test_thermometer_converts_and_plots(page, server):
     convert(page, "21.8, 50  81.9,100", "both")
     page.wait_for_selector("#celsius:not([hidden])")

@@ -32,8 +32,9 @@ export function postJSON(path, data) {
   });
 }
 
-export function postImage(blob, filename) {
+export function postImage(blob, filename, model) {
   const form = new FormData();
   form.append("image", blob, filename);
+  form.append("model", model);
   return call("/digit/image", { method: "POST", body: form });
 }

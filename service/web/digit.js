@@ -1,4 +1,4 @@
-// The digit panel: sends the drawing (or a chosen file) to POST /digit/image and shows the answer.
+// The digit panel: sends the drawing (or a chosen file) to POST /digit/image with the chosen model and shows the answer.
 // Live as you draw, but gently: a drawing is sent DEBOUNCE_MS after the last stroke move, and never
 // while a request is in flight; what changed meanwhile is sent when that request returns.
 
@@ -15,6 +15,7 @@ export function initDigitPanel() {
   let inFlight = false;
   let queued = null; // the newest source to send once the request in flight returns
   let epoch = 0; // bumped by Clear: answers to requests sent before it are dropped
+  let shown = null; // the source of the answer on screen: sent again when the model changes
 
   const drawing = { name: "drawing.png", label: "your drawing", blob: () => pad.toBlob() };
   const pad = createPad($("pad"), () => {
@@ -29,6 +30,7 @@ export function initDigitPanel() {
   }
 
   async function send(source) {
+    shown = source;
     if (inFlight) {
       queued = source;
       return busy();
@@ -37,7 +39,7 @@ export function initDigitPanel() {
     busy();
     const sentIn = epoch;
     try {
-      const answer = await postImage(await source.blob(), source.name);
+      const answer = await postImage(await source.blob(), source.name, $("digit-model").value);
       if (sentIn === epoch) show(answer, source.label);
     } catch (e) {
       if (sentIn === epoch) showError(e.message);
@@ -53,7 +55,7 @@ export function initDigitPanel() {
   function show(answer, label) {
     $("digit").textContent = String(answer.digit);
     $("confidence").textContent = `confidence ${percent(answer.confidence)}`;
-    $("digit-source").textContent = `for ${label}`;
+    $("digit-source").textContent = `for ${label}, by ${answer.model}`;
     $("digit-error").textContent = "";
     answer.probabilities.forEach((p, d) => bars[d](p, d === answer.digit));
     drawSeen(answer.pixels);
@@ -77,6 +79,7 @@ export function initDigitPanel() {
     clearTimeout(timer);
     timer = 0;
     queued = null;
+    shown = null;
     epoch += 1;
     pad.clear();
     $("file").value = "";
@@ -93,6 +96,10 @@ export function initDigitPanel() {
     epoch += 1; // an answer still on its way for the old drawing is not shown
     pad.clear(); // the answer is for the file now, not for an old drawing
     send({ name: file.name, label: file.name, blob: async () => file });
+  });
+
+  $("digit-model").addEventListener("change", () => {
+    if (shown && !timer) send(shown); // a pending drawing is sent with the new model anyway
   });
 
   reset();
