@@ -9,7 +9,7 @@
 #      with `buildah bud`, minus the compilers it would install (default), or runs the unmodified
 #      `bentoml containerize --backend buildah` (--stock);
 #   4. runs the image (buildah run, chroot isolation, host network, bound to 127.0.0.1), waits for
-#      /readyz and checks a temperature and three digit predictions; checks torch is NOT in the
+#      /readyz and checks a temperature and four digit predictions (one by the distilled model); checks torch is NOT in the
 #      image (unless the Bento's requirements name torch);
 #   5. prints the image size and the build time.
 #
@@ -313,6 +313,11 @@ if os.path.exists(mnist):
     check(status == 200 and answer.get("digit") == expected,
           f"POST /digit (first MNIST test image, label {expected}) -> {status} digit={answer.get('digit')} "
           f"confidence={answer.get('confidence', float('nan')):.4f}")
+    status, body = call("/digit", {"pixels": image, "model": "distilled"})
+    answer = json.loads(body) if status == 200 else {}
+    check(status == 200 and answer.get("digit") == expected and answer.get("model") == "mnist-fc-distilled",
+          f"POST /digit (same image, model distilled) -> {status} digit={answer.get('digit')} "
+          f"model={answer.get('model')} confidence={answer.get('confidence', float('nan')):.4f}")
 
     # The same image as a PNG upload (28x28 greyscale: the service uses it unchanged).
     def chunk(kind, data):
