@@ -45,13 +45,12 @@ def bad(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
 
 
-def digit_model(body: dict):
-    """The digit model a request's `model` field names (KeyError when it names none)."""
-    return models[DIGIT_MODELS[body.get("model", DEFAULT_DIGIT_MODEL)]]
+def digit_model(fields) -> runtime.LoadedModel:
+    """The digit model a request's `model` field names, JSON body or form (KeyError when it names none)."""
+    return models[DIGIT_MODELS[fields.get("model", DEFAULT_DIGIT_MODEL)]]
 
 
-def classify(batch: np.ndarray, m=None) -> list[dict]:
-    m = m or models[DIGIT_MODELS[DEFAULT_DIGIT_MODEL]]
+def classify(batch: np.ndarray, m: runtime.LoadedModel) -> list[dict]:
     probabilities = m.predict(batch)
     return [{"digit": int(d), "confidence": float(p[d]), "probabilities": p.tolist(), "model": m.name,
              "version": m.version} for d, p in zip(probabilities.argmax(axis=1), probabilities)]
@@ -97,11 +96,15 @@ async def digit_image(request: Request) -> Response:
         if upload is None or isinstance(upload, str):
             return bad("send the file in field: image")
         data = await upload.read()
+        try:
+            m = digit_model(form)
+        except KeyError:
+            return bad("bad digit_image request")
     try:
         pixels = images.preprocess(data)
     except images.ImageError as e:
         return bad(str(e))
-    return JSONResponse({**classify(to_batch([pixels], 255))[0], "pixels": pixels.tolist()})  # as the service
+    return JSONResponse({**classify(to_batch([pixels], 255), m)[0], "pixels": pixels.tolist()})  # as the service
 
 
 async def readyz(_: Request) -> Response:

@@ -63,8 +63,8 @@ class ThermoDigits:
 
     def __init__(self) -> None:
         device = runtime.select_device(SETTINGS.backend, SETTINGS.device)
-        stored = {artifacts.TEMPERATURE_LINEAR: self.temperature_linear, artifacts.TEMPERATURE_MLP: self.temperature_mlp,
-                  artifacts.MNIST: self.mnist_fc, artifacts.MNIST_DISTILLED: self.mnist_fc_distilled}
+        # Each model's store entry is the class attribute named like it ("mnist-fc" -> mnist_fc).
+        stored = {name: getattr(self, name.replace("-", "_")) for name in artifacts.MODEL_NAMES}
         self.models = {name: runtime.load(Path(ref.path), SETTINGS, device, SPECS[name]) for name, ref in stored.items()}
         for m in self.models.values():
             log.info("loaded %s:%s with %s on %s (%s)", m.name, m.version, m.backend, m.device,
