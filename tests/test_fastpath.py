@@ -1,6 +1,7 @@
 """Guards for service/fastpath.py: the BentoML overheads it removes must still exist upstream (else delete that patch), and the patches must not change answers."""
 
 import asyncio
+import os
 
 import pytest
 
@@ -156,3 +157,76 @@ def test_install_is_idempotent(service):
     fastpath.install()
     assert ServiceAppFactory.middlewares.fget is fastpath._middlewares
     assert APIMethod._local_call is fastpath._local_call
+
+
+@pytest.fixture()
+def logging_flags(monkeypatch):
+    """Python's defaults for what lighten_log_records changes (importing the service may have changed them), restored after."""
+    import logging
+
+    monkeypatch.setattr(logging, "_srcfile", os.path.normcase(logging.addLevelName.__code__.co_filename))
+    for name in ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"):
+        monkeypatch.setattr(logging, name, True, raising=False)
+    return logging
+
+
+def test_bentoml_worker_log_format_still_prints_none_of_the_costly_fields():
+    """If this fails, BentoML's worker log prints a caller/thread/process field: lighten_log_records now keeps them."""
+    from bentoml._internal.log import SERVER_LOGGING_CONFIG
+
+    formats = [f["format"] for f in SERVER_LOGGING_CONFIG["formatters"].values()]
+    assert formats and not any(field in fmt for fmt in formats for field in fastpath.COSTLY_RECORD_FIELDS)
+
+
+def test_lightened_records_skip_the_stack_walk_and_bentoml_lines_read_the_same(logging_flags):
+    import io
+    import logging.config
+
+    from bentoml._internal.log import SERVER_LOGGING_CONFIG
+
+    config = SERVER_LOGGING_CONFIG["formatters"]["traced"]
+    formatter = logging.Formatter(config["format"], config["datefmt"])
+
+    def line() -> tuple[str, logging.LogRecord]:
+        stream, logger = io.StringIO(), logging.getLogger("test.fastpath.lighten")
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.addFilter(SERVER_LOGGING_CONFIG["filters"]["tracing"]["()"]())
+        records = []
+        handler.addFilter(lambda r: records.append(r) or True)
+        logger.addHandler(handler)
+        try:
+            logger.warning("%s (%s) %.3fms", "127.0.0.1:5555", "status=429", 0.008)
+        finally:
+            logger.removeHandler(handler)
+        return stream.getvalue()[25:], records[0]  # without the time stamp
+
+    before, record = line()
+    assert record.lineno > 0 and record.thread is not None
+    assert fastpath.lighten_log_records(("test.fastpath.lighten",))
+    after, record = line()
+    assert after == before and "status=429" in after
+    assert record.lineno == 0 and record.funcName == "(unknown function)" and record.thread is None
+    assert record.process is None
+
+
+@pytest.mark.parametrize("fmt", ["%(asctime)s %(filename)s:%(lineno)d %(message)s", "{threadName} {message}"])
+def test_records_stay_whole_when_a_handler_prints_a_costly_field(logging_flags, fmt):
+    import logging
+
+    logger, handler = logging.getLogger("test.fastpath.keep"), logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(fmt, style=fmt[0]))
+    logger.addHandler(handler)
+    try:
+        srcfile = logging._srcfile
+        assert srcfile is not None and not fastpath.lighten_log_records(("test.fastpath.keep",))
+        assert logging._srcfile is srcfile and logging.logThreads
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_install_lightens_log_records(service, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fastpath, "lighten_log_records", lambda *a: calls.append(a) or True)
+    fastpath.install()
+    assert calls == [()]
