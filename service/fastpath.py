@@ -1,7 +1,7 @@
 """Work-arounds for BentoML 1.4.40's per-request overhead and request deadline; each has a test in tests/test_fastpath.py that fails once upstream changes.
 
 The thermometer models answer in microseconds and the MNIST one in a millisecond or two, so what
-BentoML does around every request is most of the cost. Four things it does on every request that it need not:
+BentoML does around every request is most of the cost. Five things done on every request that need not be:
 
 1. ``IOMixin.mime_type()`` runs for every response, and for root-model outputs (our ``/digits``
    list) it regenerates the type's whole JSON schema with pydantic just to read its "type". The
@@ -147,7 +147,7 @@ def lighten_log_records(loggers: tuple[str, ...] = ("", "bentoml", "bentoml.acce
 
 
 def install() -> None:
-    """Idempotent: patch the three places once per process (call before the ASGI app is built), and lighten log records."""
+    """Idempotent: patch the three BentoML places once per process (call before the ASGI app is built), and lighten log records."""
     lighten_log_records()
     APIMethod._local_call = _local_call
     IOMixin.mime_type = classmethod(_mime_type)
