@@ -130,15 +130,15 @@ def _local_call(self: APIMethod, instance: Any) -> Callable[..., Any]:
 # LogRecord fields that cost work per record; none is in BentoML's worker format (bentoml._internal.log).
 COSTLY_RECORD_FIELDS = ("pathname", "filename", "module", "lineno", "funcName", "thread", "threadName", "process",
                         "processName", "taskName")
+COSTLY_FIELD = re.compile(r"\b(%s)\b" % "|".join(COSTLY_RECORD_FIELDS))  # in any format style; a false alarm only keeps them
 
 
 def lighten_log_records(loggers: tuple[str, ...] = ("", "bentoml", "bentoml.access")) -> bool:
     """Stop gathering COSTLY_RECORD_FIELDS for every log record, unless a handler of `loggers` formats one; True if done."""
-    pattern = re.compile(r"\b(%s)\b" % "|".join(COSTLY_RECORD_FIELDS))  # any format style; a false alarm only keeps them
     for name in loggers:
         for handler in logging.getLogger(name).handlers:
             fmt = getattr(handler.formatter, "_fmt", None) or ""
-            if pattern.search(fmt):
+            if COSTLY_FIELD.search(fmt):
                 return False
     logging._srcfile = None  # no stack walk for pathname/lineno/funcName
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
