@@ -6,10 +6,17 @@ model's version is derived from those checksums, so identical files always get t
 ``metadata["inputs"]`` and ``["outputs"]`` each hold one tensor spec (name, dtype, shape with -1 for
 the batch): the service refuses to start when a model's spec is not what its endpoint feeds it.
 
-The names of the models, on both sides, are the constants below. Training writes folders (and never
-touches the model store); the service registers each folder it serves in the BentoML store, one entry
-per backend holding only that backend's file (``mnist-fc-onnx:<version>``: ``model.onnx`` and
-``metadata.json``), so that a Bento or image carries only what it loads. Registering is idempotent.
+``MODELS`` is the one registry of served models: each entry names a model folder, the ``Task`` it
+performs (its tensors and the most rows one request may carry: the same for every model of the task),
+the ``model`` value that chooses it on its task's endpoints (the first of a task is the default) and
+whether concurrent requests share its calls. Adding a model is adding an entry; training exports to
+``models/<name>/`` with the task's tensor spec, and the service derives its store entries, endpoint
+choices, spec checks, v2 limits and batchers from the registry.
+
+Training writes folders (and never touches the model store); the service registers each folder it
+serves in the BentoML store, one entry per backend holding only that backend's file
+(``mnist-fc-onnx:<version>``: ``model.onnx`` and ``metadata.json``), so that a Bento or image
+carries only what it loads. Registering is idempotent.
 
 This module imports neither torch nor anything HTTP.
 """
@@ -31,11 +38,6 @@ FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}  # backend -> the file
 MODEL_FILES = tuple(FILES.values())  # the files a metadata.json must vouch for
 VERSION_LENGTH = 16
 
-TEMPERATURE_LINEAR = "temperature-linear"
-TEMPERATURE_MLP = "temperature-mlp"
-MNIST = "mnist-fc"  # the committee: the most accurate digit model, served by default
-MNIST_DISTILLED = "mnist-fc-distilled"  # one network taught by the committee: a sixth of its cost per image
-MODEL_NAMES = (TEMPERATURE_LINEAR, TEMPERATURE_MLP, MNIST, MNIST_DISTILLED)
 DTYPES = ("float32", "float64")
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,66 @@ class TensorSpec:
 
     def describe(self) -> str:
         return f"{self.name} {self.dtype} {list(self.shape)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry metadata.json holds for this tensor."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every model of one task takes and answers, and the most rows (the -1 of the shapes) one request may carry."""
+
+    name: str
+    input: TensorSpec
+    output: TensorSpec
+    max_rows: int
+
+
+@dataclass(frozen=True)
+class Model:
+    """One served model: its folder name, its task, the `model` value that chooses it (and what to tell a user about
+    it), and whether concurrent requests share its calls."""
+
+    name: str
+    task: Task
+    choice: str
+    about: str
+    batched: bool = False
+
+
+TEMPERATURE = Task("temperature", TensorSpec("readings", "float64", (-1, 1)),
+                   TensorSpec("celsius", "float64", (-1, 1)), max_rows=10_000)
+DIGITS = Task("digits", TensorSpec("images", "float32", (-1, 1, 28, 28)),
+              TensorSpec("probabilities", "float32", (-1, 10)), max_rows=1_024)
+
+TEMPERATURE_LINEAR = "temperature-linear"
+TEMPERATURE_MLP = "temperature-mlp"
+MNIST = "mnist-fc"  # the committee: the most accurate digit model, served by default
+MNIST_DISTILLED = "mnist-fc-distilled"  # one network taught by the committee: a sixth of its cost per image
+
+# The served models; per task, the first is the default choice.
+MODELS = (
+    Model(TEMPERATURE_LINEAR, TEMPERATURE, "linear", "the least-squares line"),
+    Model(TEMPERATURE_MLP, TEMPERATURE, "mlp", "a small Tanh network"),
+    Model(MNIST, DIGITS, "committee", "three networks, the most accurate", batched=True),
+    Model(MNIST_DISTILLED, DIGITS, "distilled", "one network taught by the committee, about a sixth of its cost "
+                                                "per image", batched=True),
+)
+MODEL_NAMES = tuple(m.name for m in MODELS)
+
+
+def model(name: str) -> Model:
+    """The registry entry named `name` (KeyError names the served ones)."""
+    for m in MODELS:
+        if m.name == name:
+            return m
+    raise KeyError(f"no model named {name!r}; the models are {', '.join(MODEL_NAMES)}")
+
+
+def choices(task: Task) -> dict[str, Model]:
+    """The `model` values of `task`'s endpoints and the entries they choose, the default first."""
+    return {m.choice: m for m in MODELS if m.task == task}
 
 
 def io_spec(metadata: dict[str, Any], where: str = METADATA_FILE) -> tuple[TensorSpec, TensorSpec]:

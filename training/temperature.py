@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import artifacts
+
 # The 11 readings from the seed tutorial (shared/seed, "PyTorch实现神经网络"), which follows
 # Stevens, Antiga & Viehmann, "Deep Learning with PyTorch" (Manning 2020), chapter 5-6:
 # t_u is the thermometer's unknown unit, t_c the matching temperature in degrees Celsius.
@@ -125,11 +127,11 @@ def export(kind: str, model: Thermometer, metrics: dict, args: argparse.Namespac
                       torch.linspace(-100, 200, 3001, dtype=torch.float64),
                       torch.tensor(T_U, dtype=torch.float64)]).unsqueeze(1)
     return export_model(
-        model, f"temperature-{kind}", Path(args.out),
+        model, {"linear": artifacts.TEMPERATURE_LINEAR, "mlp": artifacts.TEMPERATURE_MLP}[kind], Path(args.out),
         example=torch.tensor([[35.7], [55.9]], dtype=torch.float64),
         parity_inputs=grid, atol=1e-4, task="regression",
-        input_spec={"name": "readings", "shape": [-1, 1], "dtype": "float64", "unit": "thermometer unit (t_u), raw"},
-        output_spec={"name": "celsius", "shape": [-1, 1], "dtype": "float64", "unit": "degree Celsius"},
+        input_spec={**artifacts.TEMPERATURE.input.as_dict(), "unit": "thermometer unit (t_u), raw"},
+        output_spec={**artifacts.TEMPERATURE.output.as_dict(), "unit": "degree Celsius"},
         metrics=metrics,
         extra={"data": {"t_u": T_U, "t_c": T_C, "source": "shared/seed; Deep Learning with PyTorch ch. 5"},
                "seed": args.seed},
