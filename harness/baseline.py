@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import images, runtime
-from service.schemas import DEFAULT_DIGIT_MODEL, DIGIT_MODELS
+import artifacts
+from service.api.schemas import DEFAULT_DIGIT_MODEL
+from service.inference import images, runtime
 from service.settings import Settings
 
 
@@ -37,8 +38,8 @@ asyncio.base_events._set_nodelay = _set_nodelay
 MODELS = Path(__file__).resolve().parents[1] / "models"
 settings = Settings.from_env()
 device = runtime.select_device(settings.backend, settings.device)
-models = {name: runtime.load(MODELS / name, settings, device)
-          for name in ("temperature-linear", "temperature-mlp", *DIGIT_MODELS.values())}
+models = {name: runtime.load(MODELS / name, settings, device) for name in artifacts.MODEL_NAMES}
+DIGIT_MODELS = {choice: m.name for choice, m in artifacts.choices(artifacts.DIGITS).items()}
 
 
 def bad(message: str) -> JSONResponse:

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import coldstart, compute, payloads, render, report, soak, wrk
-from harness.driver import go
-from harness.server import parse_env, start_baseline, start_service
+from harness import coldstart, compute, render, report, soak, wrk
+from testkit import payloads
+from testkit.driver import go
+from testkit.server import parse_env, start_baseline, start_service
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness import payloads, report, server, wrk
+from harness import report, wrk
+from testkit import payloads, server
 
 VARIANT = "harness.variants.bentoml_batchable:BatchableDigits"
 

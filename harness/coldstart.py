@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness import server as servers
-from harness.payloads import Payload
+from testkit import server as servers
+from testkit.payloads import Payload
 
 
 def first_requests(server: servers.Server, payloads: dict[str, Payload]) -> dict[str, float]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.payloads import mnist_test
-from service import runtime
+from testkit.payloads import mnist_test
+from service.inference import runtime
 from service.settings import Settings
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mnist-fc"

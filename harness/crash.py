@@ -3,7 +3,7 @@
     python -m harness.crash                      # starts its own server (about 1 minute)
     python -m harness.crash --workers 2          # kill one of two workers: the other keeps serving
 
-The request mix, closed loop (harness.driver) with --concurrency clients for --before s, then SIGKILL of a
+The request mix, closed loop (testkit.driver) with --concurrency clients for --before s, then SIGKILL of a
 worker process (`_bentoml_impl.worker.service`), load continuing for --after s. Recorded: requests that
 failed (any answer but 2xx or 429, or no answer) and when; seconds from the kill to a new worker process,
 to /readyz 200, and to the first 2xx answer to a request sent after the kill; throughput before and after.
@@ -20,11 +20,11 @@ import signal
 import sys
 import time
 
-from harness.driver import Driver, go
-from harness.payloads import request_mix
+from testkit.driver import Driver, go
+from testkit.payloads import request_mix
 from harness.probe import fetch
 from harness.report import finish, service_settings
-from harness.server import Server, serving
+from testkit.server import Server, serving
 
 
 async def watch(server: Server, before: set[int], t_kill: float, give_up: float = 60) -> dict:

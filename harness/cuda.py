@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import artifacts
-from harness.payloads import mnist_test
-from service import runtime
+from testkit.payloads import mnist_test
+from service.inference import runtime
 from service.settings import Settings
 from training.compare import microseconds_per_image
 

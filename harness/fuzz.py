@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from harness.report import save
-from harness.server import REPO, serving
+from testkit.server import REPO, serving
 
 SEED = 20261126
 

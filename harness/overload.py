@@ -7,7 +7,7 @@
    200x200 uploads), and at 16 on /digits (64 images). Goal: no non-2xx answer, no transport error.
 2. Service time: the p50 latency of the mix (or --endpoint) at concurrency 1 (Python driver, closed loop).
    Capacity: the best 2xx/s of the same closed loop at --capacity-clients.
-3. Flood: open loop (harness.driver) at --rate-multiple (3) x capacity for --seconds (30), /readyz probed
+3. Flood: open loop (testkit.driver) at --rate-multiple (3) x capacity for --seconds (30), /readyz probed
    every 0.5 s. Goals: goodput (2xx/s) >= 90 % of capacity; p99 latency of the admitted (2xx) requests
    <= the service's queue_target_s + one service time; p99 and max latency of refusals (429) <= 10 ms;
    every request answered; /readyz always 200.
@@ -23,11 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import payloads, wrk
-from harness.driver import Driver, go
+from harness import wrk
+from testkit import payloads
+from testkit.driver import Driver, go
 from harness.probe import probe, recovery
 from harness.report import finish, service_settings
-from harness.server import Server, serving
+from testkit.server import Server, serving
 
 GOODPUT, REFUSAL_MS, RECOVER_S = 0.90, 10.0, 1.0
 

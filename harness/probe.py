@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from harness.driver import raw_request
-from harness.payloads import READYZ, Payload
+from testkit.driver import raw_request
+from testkit.payloads import READYZ, Payload
 
 
 class _One(asyncio.Protocol):

@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import payloads, wrk
-from harness.server import parse_env, start_service
+from harness import wrk
+from testkit import payloads
+from testkit.server import parse_env, start_service
 
 # (label, regex on one frame "function (/full/path.py:line)"). Each sample is charged to the innermost
 # frame that matches any row (rows tried in order for that frame), so the shares are exclusive and add

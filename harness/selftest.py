@@ -18,9 +18,9 @@ import time
 
 import httptools
 
-from harness.driver import Driver, go
-from harness.payloads import Payload
-from harness.server import free_port
+from testkit.driver import Driver, go
+from testkit.payloads import Payload
+from testkit.server import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
 REFUSED = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"

@@ -5,7 +5,7 @@
 
 1. Capacity: the mix, closed loop with --capacity-clients for --capacity-seconds (2xx answers per second),
    unless --rate is given.
-2. Open loop (harness.driver) at --fraction of that rate for --warmup s, then for --minutes; every
+2. Open loop (testkit.driver) at --fraction of that rate for --warmup s, then for --minutes; every
    --sample-every s the resident memory (RSS) of the server's process tree and of each worker, and the
    share of CPU the hypervisor took (steal). --freeze-ms N freezes the workers (SIGSTOP ... SIGCONT) for
    N ms every --freeze-every s, as a host that deschedules them does: the requests sent meanwhile reach
@@ -27,10 +27,10 @@ import time
 
 import psutil
 
-from harness.driver import Driver, go
-from harness.payloads import request_mix
+from testkit.driver import Driver, go
+from testkit.payloads import request_mix
 from harness.report import cpu_steal_s, finish, service_settings
-from harness.server import Server, serving
+from testkit.server import Server, serving
 
 MAX_GROWTH = 0.10
 

@@ -9,8 +9,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.payloads import Payload
-from harness.server import Server, request
+from testkit.payloads import Payload
+from testkit.server import Server, request
 
 LUA = Path(__file__).resolve().parent / "lua" / "post.lua"
 

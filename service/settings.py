@@ -40,6 +40,8 @@ class Settings:
                              "being received); more get 429", default=512)
     max_inflight_bytes: int = _env("SERVICE_INFLIGHT_BYTES", "request bodies a worker holds at once; a request "
                                    "past it gets 429 (bounds memory in a burst)", default=64 * MiB)
+    skip_patches: str = _env("SERVICE_SKIP_PATCHES", "comma-separated performance patches of upstream internals "
+                             "to leave out, for A/B measurement only (service/upstream)", default="")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

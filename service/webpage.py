@@ -1,24 +1,21 @@
-"""The service's own web page: GET / (service/web/index.html), its assets under /web/, and GET /docs.
+"""The service's own web page: GET / (service/web/index.html), its assets under /web/, and GET /docs (Swagger UI).
 
-BentoML's index page at ``/`` is its Swagger UI (``main-openapi.html``), which loads Google Tag
-Manager from the internet: on an air-gapped deployment that request fails, anywhere else it sends
-every visitor to a third party. Here ``/`` is our page (mounted routes match before BentoML's own)
-and ``/docs`` is BentoML's Swagger UI without Tag Manager. Nothing served here makes a request to
-another origin, and the Content-Security-Policy header tells the browser to refuse any that would.
-The browser test (tests/test_browser.py) records every request to check it.
+Nothing served here makes a request to another origin, and the Content-Security-Policy header tells
+the browser to refuse any that would (BentoML's own index page loads Google Tag Manager: /docs serves
+it without, service/upstream/swagger.py). The browser test records every request to check it.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import _bentoml_impl.server
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
+
+from service.upstream import swagger
 
 WEB = Path(__file__).with_name("web")
 # no-cache = revalidate every time (a cheap 304 thanks to the ETag): a redeploy is seen at once,
@@ -30,34 +27,8 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 # Swagger UI (React) sets inline styles and uses data: images in its CSS.
 DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
-def _strip_tag_manager(html: str) -> str:
-    """BentoML's Swagger page without its Google Tag Manager <script> and <noscript> blocks (and their comments)."""
-    html = re.sub(r"[ \t]*<!-- (End )?Google Tag Manager( \(noscript\))? -->\n?", "", html)
-    for tag in ("script", "noscript"):
-        html = re.sub(rf"[ \t]*<{tag}\b[^>]*>(?:(?!</{tag}>).)*googletagmanager(?:(?!</{tag}>).)*</{tag}>\n?", "",
-                      html, flags=re.S | re.I)
-    return html
-
-
-def _swagger_page() -> str:
-    """BentoML's own Swagger UI page, made safe to serve at /docs.
-
-    Its assets are relative (./static_content/..., ./docs.json), which from /docs resolve to the
-    root, where BentoML serves them. Its initializer leaves Swagger UI's validator badge on, which
-    sends the spec's URL to validator.swagger.io on any host but localhost: ours turns it off.
-    """
-    html = _strip_tag_manager((Path(_bentoml_impl.server.__file__).parent / "main-openapi.html").read_text())
-    html = html.replace("./static_content/swagger-initializer.js", "/web/swagger-init.js")
-    html = html.replace("./static_content/", "/static_content/")  # also right if served at /docs/
-    if re.search(r"googletagmanager|swagger-initializer|<script[^>]+src=\"https?:", html, re.I):
-        # Only a BentoML upgrade can get here (it is pinned): fail at start rather than leak visitors.
-        raise RuntimeError("BentoML's main-openapi.html changed: update service/webpage.py's clean-up")
-    return html
-
-
-SWAGGER_PAGE = _swagger_page()
+# Our initializer turns Swagger UI's validator badge off (it would send the spec's URL to validator.swagger.io).
+SWAGGER_PAGE = swagger.page(initializer="/web/swagger-init.js")
 
 
 class Assets(StaticFiles):

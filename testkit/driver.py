@@ -4,7 +4,7 @@ Requests are pre-built bytes written on a pool of keep-alive connections that gr
 `max_connections`); answers are parsed by httptools (status line and length only). Open loop: a request
 is sent at its arrival time whether or not earlier ones were answered; when no connection is free one
 is opened, and the request waits for it (the wait shows as send lag). Every request gives one row of
-`harness.records.Records`; the driver's own CPU time is measured (psutil) and reported with it.
+`testkit.records.Records`; the driver's own CPU time is measured (psutil) and reported with it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import httptools
 import psutil
 import uvloop
 
-from harness.payloads import Payload
-from harness.records import Records
+from testkit.payloads import Payload
+from testkit.records import Records
 
 MAX_CONNECTIONS = 4096
-CONNECT, CLOSED, TIMEOUT, BAD, UNANSWERED = range(1, 6)  # harness.records.ERRORS
+CONNECT, CLOSED, TIMEOUT, BAD, UNANSWERED = range(1, 6)  # testkit.records.ERRORS
 TICK_S = 0.001  # the open-loop scheduler wakes at most once a millisecond and sends everything due
 # Idle keep-alive connections are not reused after this long: uvicorn closes them after 5 s, and a request
 # written just as the server closes its connection is lost (what browsers and HTTP libraries avoid the same way).

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.payloads import mnist_root, mnist_test
+from testkit.payloads import mnist_root, mnist_test
 
 # Tests never touch ~/bentoml: every run gets an empty model store, like a fresh machine.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-")
@@ -38,7 +38,7 @@ def client():
 @contextlib.contextmanager
 def running_server(target: str, cwd: Path, home: str, timeout: float = 120, env: dict[str, str] | None = None):
     """`bentoml serve <target>` on a free port until the block ends (with `env` added); yields (url, log file)."""
-    from harness.server import ServerFailed, serving
+    from testkit.server import ServerFailed, serving
 
     try:
         with serving(target, cwd, home, env=env, timeout=timeout) as server:

@@ -11,8 +11,8 @@ import bentoml
 import numpy as np
 
 import artifacts
-from service import runtime
-from service.schemas import DigitPrediction, DigitRequest, to_batch
+from service.inference import runtime
+from service.api.schemas import DigitPrediction, DigitRequest, to_batch
 from service.settings import Settings
 
 

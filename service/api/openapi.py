@@ -1,25 +1,23 @@
-"""Corrections to the OpenAPI document BentoML 1.4.40 generates for this service (GET /docs.json).
+"""Corrections to the OpenAPI document BentoML 1.4 generates for this service (GET /docs.json), as a pure function on the document.
 
-BentoML builds the document in ``_bentoml_sdk.service.openapi.generate_spec`` each time the property
-``Service.openapi_spec`` is read (by the /docs.json view and by ``bentoml build``, which writes
-``apis/openapi.yaml``).  What it gets wrong for this service, each fixed here:
+What the generated document gets wrong for this service, each fixed by ``fix``:
 
 * It declares OpenAPI 3.0.2 but pastes pydantic's JSON Schema 2020-12 output: a numeric
   ``exclusiveMinimum`` (3.0 wants ``minimum`` plus ``exclusiveMinimum: true``), ``anyOf`` with
   ``{"type": "null"}`` (3.0: ``nullable``), ``examples`` lists (3.0: ``example``), ``const``, and
   ``type: file`` for the upload.  Validators (schemathesis among them) refuse the document.
 * Error bodies: it documents ``detail`` as a string and only 400/404/500; this service answers
-  every error as ``{"error": str, "detail": [pydantic errors]?}`` (service/middleware.py), and also
-  408 (body too slow), 413 (body too large), 415 (wrong content type), 429 (overloaded:
-  service/admission.py) and 504 (over ``traffic.timeout``). The request body is required.
+  every error in one shape (service/api/errors.py), and also 408 (body too slow), 413 (body too
+  large), 415 (wrong content type), 429 (overloaded) and 504 (over ``traffic.timeout``). The request
+  body is required.
 * The multipart ``image`` field: a binary file whose part should be an image type.
 * Pixel arrays: the value bound implied by ``pixel <= max_value <= 65535`` (a rule across two fields)
   is added to the pixel schema.
-* ``/readyz`` answers 503 until the models are loaded; the mounted ``GET /metadata`` is missing.
+* ``/readyz`` answers 503 until the models are loaded; the mounted ``GET /metadata`` and the v2 paths
+  are missing.
 
-``install(service)`` wraps ``Service.openapi_spec`` so that, for that one service object, the
-returned specification's ``asdict()`` yields the corrected document.  tests/test_fuzz.py holds the
-guards that fail once upstream changes what this module relies on or corrects.
+service/upstream/openapi.py makes BentoML serve ``fix(...)`` of its document; tests fail once upstream
+changes what these corrections rely on.
 """
 
 from __future__ import annotations
@@ -27,38 +25,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from service import v2_schemas  # v2: Open Inference Protocol paths (service/v2.py)
-from service.schemas import MAX_IMAGES, SIDE, DigitRequest
+from service.api.errors import ERROR_SCHEMA
+from service.api.schemas import MAX_IMAGES, SIDE, DigitRequest
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp")
 # pixels must be <= max_value, and max_value <= this (65535)
 MAX_PIXEL = DigitRequest.model_json_schema()["properties"]["max_value"]["maximum"]
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "title": "Error",
-    "description": "Every error answer of this service (service/middleware.py).",
-    "required": ["error"],
-    "additionalProperties": False,
-    "properties": {
-        "error": {"type": "string", "description": "One readable sentence."},
-        "detail": {
-            "type": "array",
-            "description": "For invalid JSON input: the first validation errors (pydantic), at most 20.",
-            "maxItems": 20,
-            "items": {
-                "type": "object",
-                "required": ["loc", "msg", "type"],
-                "properties": {
-                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
 
 # Status codes an inference endpoint can answer besides 200, and why.
 API_ERRORS = {
@@ -68,7 +41,7 @@ API_ERRORS = {
     "413": "The request body is larger than SERVICE_MAX_BODY_BYTES (16 MiB by default).",
     "415": "The Content-Type is not the one this endpoint takes.",
     "429": "Overloaded: this worker's queue has not emptied for SERVICE_QUEUE_TARGET_S, or it holds too many "
-           "requests or body bytes (service/admission.py). Retry after the Retry-After header's seconds.",
+           "requests or body bytes. Retry after the Retry-After header's seconds.",
     "500": "Internal Server Error (a bug: please report it).",
     "504": "The request was not answered within traffic.timeout.",
 }
@@ -262,46 +235,7 @@ def fix(doc: dict[str, Any]) -> dict[str, Any]:
     _fix_upload(doc)
     _fix_errors(doc)
     _add_metadata(doc)
-    v2_schemas.add_to_openapi(doc)  # v2: the Open Inference Protocol's /v2 paths (service/v2_schemas.py)
+    from service.v2 import schemas as v2_schemas  # the Open Inference Protocol's /v2 paths
+
+    v2_schemas.add_to_openapi(doc)
     return doc
-
-
-# ---------------------------------------------------------------------------------------------
-# Hook
-
-
-def upstream_openapi_spec():
-    from _bentoml_sdk.service.factory import Service
-
-    prop = Service.__dict__["openapi_spec"]
-    return getattr(prop.fget, "__wrapped_upstream__", prop.fget)
-
-
-def install(service: Any) -> None:
-    """Idempotent: serve ``fix(...)`` of the generated document for ``service`` (other services untouched)."""
-    import yaml
-    from _bentoml_sdk.service.factory import Service
-    from bentoml._internal.service.openapi.specification import OpenAPISpecification
-
-    class FixedSpecification(OpenAPISpecification):
-        # asdict() is what both the /docs.json view and the YAML dumper (bentoml build) serialise.
-        def asdict(self) -> dict[str, Any]:
-            return fix(super().asdict())
-
-    yaml.add_representer(FixedSpecification, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
-
-    upstream = upstream_openapi_spec()
-    targets = set(getattr(Service.__dict__["openapi_spec"].fget, "__targets__", ())) | {id(service)}
-
-    def openapi_spec(self):
-        spec = upstream(self)
-        if id(self) not in targets or not isinstance(spec, OpenAPISpecification):
-            return spec
-        fixed = object.__new__(FixedSpecification)
-        for field in spec.__attrs_attrs__:
-            object.__setattr__(fixed, field.name, getattr(spec, field.name))
-        return fixed
-
-    openapi_spec.__wrapped_upstream__ = upstream
-    openapi_spec.__targets__ = targets
-    Service.openapi_spec = property(openapi_spec, doc=Service.__dict__["openapi_spec"].__doc__)

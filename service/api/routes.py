@@ -1,30 +1,56 @@
-"""The service's routes beside BentoML's typed endpoints (mounted at the root), and the content types each POST route takes."""
+"""The routes beside BentoML's typed endpoints (the page, /docs, /metadata, the v2 protocol), and the content types each POST route accepts.
+
+The guard (service/api/guard.py) answers 415 from ``accepts(path)``, for every POST route; nothing else
+checks a Content-Type.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import bentoml
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-JSON = ("application/json",)
-MULTIPART = ("multipart/form-data",)
+from service import webpage
+from service.v2 import routes as v2
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """The media types a POST route takes ("" = no Content-Type at all), and what its 415 tells the client to send."""
+
+    media_types: tuple[str, ...]
+    advice: str
+
+    def refusal(self, media_type: str) -> str:
+        shown = repr(media_type) if len(media_type) <= 60 else repr(media_type[:57] + "...")
+        return f"Content-Type {shown if media_type else repr('(none)')} is not accepted here; send {self.advice}"
+
+
+JSON = Accepts(("application/json",), "application/json")
 # The image route takes uploads only: BentoML would otherwise treat a JSON string body as a URL and fetch it.
-CONTENT_TYPES = {"/temperature": JSON, "/digit": JSON, "/digits": JSON, "/digit/image": MULTIPART}
-# v2: POST /v2/models/.../infer is not listed: it takes application/json, application/octet-stream or no
-# Content-Type at all (tritonclient sends none), so service/v2.py answers the 415 itself.
+MULTIPART = Accepts(("multipart/form-data",), "multipart/form-data")
+# tritonclient sends no Content-Type at all; the binary tensor data extension sends octet-stream (or none).
+V2_INFER = Accepts(("", v2.JSON_TYPE, v2.BINARY_TYPE),
+                   f"{v2.JSON_TYPE}, or {v2.BINARY_TYPE} with the {v2.HEADER} header (binary tensor data extension)")
+ACCEPTS = {"/temperature": JSON, "/digit": JSON, "/digits": JSON, "/digit/image": MULTIPART}
+V2_INFER_PATH = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
 
 
-def content_types(path: str) -> tuple[str, ...] | None:
-    """The media types a POST to `path` may send (None: not ours to judge; the router answers 404/405)."""
-    return CONTENT_TYPES.get(path.rstrip("/") or "/")
+def accepts(path: str) -> Accepts | None:
+    """What a POST to `path` may send (None: not ours to judge; the router answers 404/405)."""
+    path = path.rstrip("/") or "/"
+    if V2_INFER_PATH.fullmatch(path):
+        return V2_INFER
+    return ACCEPTS.get(path)
 
 
 async def metadata(request: Request) -> JSONResponse:
     """GET /metadata: what is loaded, from which files, on which backend and device."""
-    return JSONResponse(bentoml.get_current_service().describe())
+    return JSONResponse(bentoml.get_current_service().models.describe())
 
-
-from service import v2, webpage  # noqa: E402  (v2: the Open Inference Protocol, service/v2.py)
 
 ROUTES = [Route("/metadata", metadata, methods=["GET"]), *webpage.ROUTES, *v2.ROUTES]

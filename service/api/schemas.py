@@ -13,16 +13,29 @@ from starlette.datastructures import UploadFile
 
 import artifacts
 
-MAX_READINGS = 10_000
-MAX_IMAGES = 1_024
-SIDE = 28
+MAX_READINGS = artifacts.TEMPERATURE.max_rows
+MAX_IMAGES = artifacts.DIGITS.max_rows
+SIDE = artifacts.DIGITS.input.shape[-1]
 
 # strict: "35.7" and true are not readings; allow_inf_nan=False: NaN/Infinity literals are refused.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    """Every request body: a misspelt field is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def model_choice(task: artifacts.Task, what: str) -> tuple[Any, str]:
+    """The `model` field of `task`'s endpoints (its registry choices, as a Literal) and its default (the first)."""
+    chosen = artifacts.choices(task)
+    description = f"Which {what}: " + ", ".join(f"'{c}' ({m.about})" for c, m in chosen.items()) + "."
+    return Annotated[Literal[tuple(chosen)], Field(description=description)], next(iter(chosen))
+
+
+TemperatureModel, DEFAULT_TEMPERATURE_MODEL = model_choice(artifacts.TEMPERATURE, "regressor")
+DigitModel, DEFAULT_DIGIT_MODEL = model_choice(artifacts.DIGITS, "classifier")
 
 
 class TemperatureRequest(Strict):
@@ -30,7 +43,7 @@ class TemperatureRequest(Strict):
         min_length=1, max_length=MAX_READINGS,
         description="Raw thermometer readings in its unknown unit (t_u).", examples=[[35.7, 55.9]],
     )
-    model: Literal["linear", "mlp"] = Field("linear", description="Which regressor to use.")
+    model: TemperatureModel = DEFAULT_TEMPERATURE_MODEL
 
 
 class TemperatureResponse(BaseModel):
@@ -41,13 +54,6 @@ class TemperatureResponse(BaseModel):
 
 MaxValue = Annotated[float, Field(gt=0, le=65535, strict=True, allow_inf_nan=False)]
 MAX_VALUE_DOC = "Value of full ink: 255 for 0-255 integers, 1 for 0-1 floats."
-
-# The digit endpoints' `model` field -> the served model; the first is the default (the more accurate on validation).
-DIGIT_MODELS = {"committee": artifacts.MNIST, "distilled": artifacts.MNIST_DISTILLED}
-DEFAULT_DIGIT_MODEL = next(iter(DIGIT_MODELS))
-DigitModel = Annotated[Literal[tuple(DIGIT_MODELS)], Field(
-    description="Which classifier: 'committee' (three networks, the most accurate) or 'distilled' "
-                "(one network taught by the committee, about a sixth of its cost per image).")]
 
 
 def check_shape(image: Any, where: str) -> None:

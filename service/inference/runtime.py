@@ -11,6 +11,7 @@ import numpy as np
 import artifacts
 from service.settings import Settings
 
+
 def cuda_available(backend: str) -> bool:
     """Whether `backend` can run on a CUDA GPU in this process (no torch import for ONNX Runtime)."""
     if backend == "onnx":
@@ -84,16 +85,15 @@ class LoadedModel:
                 "providers": getattr(self.predict, "providers", []), **self.metadata}
 
 
-def load(model_dir: Path, settings: Settings, device: str,
-         expect: tuple[artifacts.TensorSpec, artifacts.TensorSpec] | None = None) -> LoadedModel:
-    """Verify the backend's file and the model's tensor spec (when `expect`ed), then load it.
+def load(model_dir: Path, settings: Settings, device: str, task: artifacts.Task | None = None) -> LoadedModel:
+    """Verify the backend's file and, given its `task`, the model's tensor spec; then load it.
 
-    Raises ArtifactError naming the bad file or the spec that differs from what the caller feeds and reads.
+    Raises ArtifactError naming the bad file or the spec that differs from what the task's endpoints feed and read.
     """
     filename = artifacts.FILES[settings.backend]
     metadata = artifacts.verify(Path(model_dir), only=(filename,))
-    if expect is not None:
-        artifacts.check_spec(metadata, *expect, where=str(Path(model_dir) / artifacts.METADATA_FILE))
+    if task is not None:
+        artifacts.check_spec(metadata, task.input, task.output, where=str(Path(model_dir) / artifacts.METADATA_FILE))
     runner = OnnxModel if settings.backend == "onnx" else TorchScriptModel
     try:
         predict = runner(Path(model_dir) / filename, device, settings.threads)

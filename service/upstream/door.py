@@ -1,33 +1,24 @@
 """Admission at the door: a request the worker must refuse gets its 429 from uvicorn's HTTP protocol, before any ASGI task, middleware or BentoML code runs for it.
 
 Why: under an open-loop flood most requests are refused, so a refusal must cost little next to an
-answer. Through the ASGI stack (uvicorn's task, Starlette, BentoML's metrics, access log, request id,
-our error shape and guard) a 429 cost ~0.09 ms of the event loop, a third of a /temperature answer;
-refusing the surplus of a 3x flood then ate the capacity it was meant to protect. Here it is a few
-bytes written, a counter and a log line: ~0.045 ms, the HTTP parse and the write included (2026-11-28,
-wrk at 16 connections against a worker on one core, every request refused: 22,200 answers/s, against
-10,600 through the ASGI stack minutes apart; a bare protocol answering 429 and nothing else: 94,000/s).
+answer; through the ASGI stack a 429 cost about twice as much as here (docs/decisions/door.md).
 
 How (uvicorn 0.54, no setting for it): BentoML's worker builds ``uvicorn.Config`` with ``http="auto"``,
 and uvicorn resolves that name through ``uvicorn.config.HTTP_PROTOCOLS``; ``install()`` points it at
 ``Door``, uvicorn's httptools protocol with one method overridden: ``_start_asgi_task``, called once a
 request's headers are parsed and its ASGI task is about to be created. ``Door`` asks the worker's
-``Admission`` there (service/admission.py: the one place that decides). A refused request is answered
-with the error shape and ``Retry-After: 1``, the connection kept (uvicorn skips the unread body, as it
-does for any early answer), and counted in BentoML's request metrics and written to its access log in
-BentoML's format, like every other answer. An admitted request carries its admission ticket to
-``Guard`` (service/middleware.py) in the scope; the ticket is released when the request's task ends,
+``Admission`` there (service/api/admission.py: the one place that decides). A refused request is
+answered in the error shape with ``Retry-After``, the connection kept (uvicorn skips the unread body,
+as it does for any early answer), and counted in BentoML's request metrics and written to its access
+log in BentoML's format, like every other answer. An admitted request carries its admission ticket to
+the guard (service/api/guard.py) in the scope; the ticket is released when the request's task ends,
 whatever happens inside. Not covered by the door: GET/HEAD/OPTIONS (never refused), bodies declared
-over the size limit (``Guard`` answers 413), and any server not started through uvicorn's "auto"
-protocol (in-process ASGI clients): there ``Guard`` asks ``Admission`` itself. tests/test_door.py fails
-when uvicorn or BentoML change what this relies on.
+over the size limit (the guard answers 413), and any server not started through uvicorn's "auto"
+protocol (in-process ASGI clients): there the guard asks ``Admission`` itself.
 
-The same ``install()`` gives the worker asyncio's event loop where uvicorn would pick uvloop: libuv
+``use_asyncio_loop()`` gives the worker asyncio's event loop where uvicorn would pick uvloop: libuv
 accepts one connection per loop iteration (libuv PR #3696), so while the loop was busy a burst of new
-connections waited seconds in the kernel's accept queue (a 3x flood: ~350 accepts/s, refusals up to
-10 s, 256 `wrk` connections up to 6 s); asyncio accepts up to the backlog each time the listening socket
-is ready. Measured 2026-11-28: the same closed-loop throughput (httptools still parses), flood tails of
-milliseconds.
+connections waited seconds in the kernel's accept queue (docs/decisions/asyncio-loop.md).
 """
 
 from __future__ import annotations
@@ -42,8 +33,9 @@ from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.admission import Admission, Ticket
-from service.middleware import TICKET, UNGUARDED, admitted_size, error_body
+from service.api.admission import Admission, Ticket
+from service.api.errors import error_body
+from service.api.guard import TICKET, UNGUARDED, admitted_size
 
 STATUS_LINE = b"HTTP/1.1 429 Too Many Requests\r\n"
 
@@ -162,7 +154,11 @@ class AccessLog(AccessLogMiddleware):
 
 
 def install(admission: Admission, max_body_bytes: int) -> None:
-    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, refusing for `admission`, and its "auto" loop asyncio's (call before uvicorn.Config.load)."""
+    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, refusing for `admission` (call before uvicorn.Config.load)."""
     Door.admission, Door.max_body_bytes = admission, max_body_bytes
     uvicorn.config.HTTP_PROTOCOLS["auto"] = Door  # uvicorn's import_from_string returns a class as is
-    uvicorn.config.LOOP_FACTORIES["auto"] = uvicorn.config.LOOP_FACTORIES["asyncio"]  # see the docstring
+
+
+def use_asyncio_loop() -> None:
+    """Idempotent: uvicorn's "auto" event loop becomes asyncio's, not uvloop (see the module docstring)."""
+    uvicorn.config.LOOP_FACTORIES["auto"] = uvicorn.config.LOOP_FACTORIES["asyncio"]

@@ -1,4 +1,4 @@
-"""Work-arounds for BentoML 1.4.40 request parsing; each has a test in tests/test_compat.py that fails once upstream changes."""
+"""BentoML 1.4.40's multipart parsing (``MultipartSerde.parse_request``) made to answer 400 where it answers 500, take uploads only, and refuse ambiguous fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from bentoml.exceptions import BadInput
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-_upstream_parse_request = MultipartSerde.parse_request
+UPSTREAM_PARSE_REQUEST = MultipartSerde.parse_request
 
 
 async def _parse_request(self, request, cls):
@@ -30,7 +30,7 @@ async def _parse_request(self, request, cls):
             # URL: a server-side fetch chosen by the client (and a 500 when it fails). Uploads only.
             raise BadInput(f"field {name!r} must be uploaded as a file, not as text; URLs are not fetched")
     try:
-        return await _upstream_parse_request(self, request, cls)
+        return await UPSTREAM_PARSE_REQUEST(self, request, cls)
     except UnicodeDecodeError:
         # BentoML json.loads() every multipart part that is not one of the endpoint's file fields,
         # so a binary file under a wrong field name raises UnicodeDecodeError and becomes a 500.
@@ -41,5 +41,5 @@ async def _parse_request(self, request, cls):
 
 
 def install() -> None:
-    """Idempotent: patch MultipartSerde.parse_request once per process."""
+    """Idempotent: MultipartSerde.parse_request checks the form first."""
     MultipartSerde.parse_request = _parse_request

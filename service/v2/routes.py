@@ -1,6 +1,6 @@
-"""The Open Inference Protocol v2 (KServe v2 REST, as spoken by Triton, KServe and MLServer) for the three models.
+"""The Open Inference Protocol v2 (KServe v2 REST, as spoken by Triton, KServe and MLServer): thin HTTP glue from its routes to the tensors (service/v2/tensors.py) and the models.
 
-Routes (mounted at the root by service/routes.py), beside the typed endpoints::
+Routes (mounted at the root by service/api/routes.py), beside the typed endpoints::
 
     GET  /v2                                   server metadata
     GET  /v2/health/live, /v2/health/ready     200, or 503 until the models are loaded
@@ -9,12 +9,13 @@ Routes (mounted at the root by service/routes.py), beside the typed endpoints::
     POST /v2/models/{name}[/versions/{version}]/infer   inference
 
 Strict, like the typed endpoints: exactly one input, named and typed as the model's metadata says,
-its shape the model's with the batch (-1) from 1 to 1,024 images or 10,000 readings, and `data` that
+its shape the model's with the batch (-1) from 1 to its task's most rows (artifacts.MODELS), and `data` that
 many finite JSON numbers, row-major, flat or nested exactly as `shape` (mnist-fc*: within the
 metadata's range [0, 1]). Unknown fields are refused; parameters that would change the answer
 (classification, shared memory) are refused; other parameters are ignored. Every refusal is a 4xx
-``{"error": "<sentence>"}``: 400 bad input, 404 unknown model or version, 415 content type, 503 not
-loaded yet (413, 408, 429 and 504 come from service/middleware.py's Guard, which every POST passes).
+``{"error": "<sentence>"}``: 400 bad input, 404 unknown model or version, 415 content encoding, 503 not
+loaded yet (415 content type, 413, 408, 429 and 504 come from the guard, service/api/guard.py, which
+every POST passes).
 
 The binary tensor data extension (tritonclient's default) is supported: with the header
 ``Inference-Header-Content-Length: n`` the body is n bytes of JSON then the raw little-endian tensor
@@ -37,9 +38,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import v2_schemas as s
-from service.v2_tensors import (
-    BINARY_TYPE, HEADER, JSON_TYPE, MAX_BATCH, V2Error, encode, fail, input_array, parse, requested_outputs, short,
+from service.api.errors import error_response
+from service.v2 import schemas as s
+from service.v2.tensors import (
+    BINARY_TYPE, HEADER, JSON_TYPE, V2Error, encode, fail, input_array, parse, requested_outputs, short,
 )
 
 NAME = "thermo-digits"
@@ -52,37 +54,37 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
 
 
 def handler(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Answer a V2Error as the protocol's error shape, {"error": "..."}."""
+    """Answer a V2Error in the error shape, {"error": "..."}."""
     @functools.wraps(endpoint)
     async def wrapped(request: Request) -> Response:
         try:
             return await endpoint(request)
         except V2Error as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
+            return error_response(e.status, str(e))
     return wrapped
 
 
 # --------------------------------------------------------------------------------------------- lookups
 
 
-def current_service() -> Any:
-    svc = bentoml.get_current_service()
-    models = getattr(svc, "models", None)
-    if not isinstance(models, dict) or not set(MAX_BATCH) <= set(models):
+def loaded_models() -> Any:
+    """The worker's Models (service/inference/models.py); 503 until the service has loaded them."""
+    models = getattr(bentoml.get_current_service(), "models", None)
+    if not hasattr(models, "predict"):
         fail("the models are not loaded yet; retry in a moment", 503)
-    return svc
+    return models
 
 
 def lookup(request: Request) -> tuple[Any, Any]:
-    """(service, model) named by the path; 404 names what exists."""
-    svc = current_service()
+    """(models, model) named by the path; 404 names what exists."""
+    models = loaded_models()
     name, version = request.path_params["name"], request.path_params.get("version")
-    m = svc.models.get(name)
+    m = models.get(name)
     if m is None:
-        fail(f"no model named {short(name)}; the models are {', '.join(sorted(svc.models))}", 404)
+        fail(f"no model named {short(name)}; the models are {', '.join(sorted(models.loaded))}", 404)
     if version is not None and version != m.version:
         fail(f"model {name!r} has no version {short(version)}; it serves version {m.version!r}", 404)
-    return svc, m
+    return models, m
 
 
 def tensor(spec: dict) -> dict:
@@ -92,13 +94,6 @@ def tensor(spec: dict) -> dict:
 def model_metadata(m: Any) -> dict:
     return {"name": m.name, "versions": [m.version], "platform": PLATFORMS.get(m.backend, m.backend),
             "inputs": [tensor(t) for t in m.metadata["inputs"]], "outputs": [tensor(t) for t in m.metadata["outputs"]]}
-
-
-async def predict(svc: Any, m: Any, x: np.ndarray) -> np.ndarray:
-    batcher = svc.batchers.get(m.name)  # a digit model: its adaptive batcher, shared with /digit, /digits, /digit/image
-    if batcher is not None:
-        return await batcher(x)
-    return m.predict(x)  # microseconds
 
 
 # --------------------------------------------------------------------------------------------- routes
@@ -114,7 +109,7 @@ async def live(request: Request) -> Response:
 
 @handler
 async def ready(request: Request) -> Response:
-    current_service()
+    loaded_models()
     return JSONResponse({"ready": True})
 
 
@@ -131,21 +126,19 @@ async def model_ready(request: Request) -> Response:
 
 @handler
 async def infer(request: Request) -> Response:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("", JSON_TYPE, BINARY_TYPE):
-        fail(f"Content-Type {short(media_type)} is not accepted here; send {JSON_TYPE}, or {BINARY_TYPE} "
-             f"with the {HEADER} header (binary tensor data extension)", 415)
+    """The Content-Type was checked by the guard (service/api/routes.py's accepts); the header decides the framing."""
     if request.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
         fail("compressed request bodies (Content-Encoding) are not accepted; send the body as is", 415)
     header = request.headers.get(HEADER)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == BINARY_TYPE and header is None:
         fail(f"an {BINARY_TYPE} body needs the {HEADER} header (binary tensor data extension); "
              f"or send {JSON_TYPE}")
-    svc, m = lookup(request)
+    models, m = lookup(request)
     body, binary = parse(await request.body(), header)
     outputs = requested_outputs(m, body)
     x = input_array(m, body, binary)
-    y = np.asarray(await predict(svc, m, x))  # each model has one output
+    y = np.asarray(await models.predict(m.name, x))  # each model has one output
     results = [(spec, as_binary, y.astype(spec["dtype"], copy=False)) for spec, as_binary in outputs]
     return encode(m, body, results)
 

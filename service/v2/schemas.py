@@ -1,8 +1,8 @@
-"""Request and response bodies of the Open Inference Protocol v2 (service/v2.py), as pydantic models.
+"""Request and response bodies of the Open Inference Protocol v2 (service/v2/routes.py), as pydantic models.
 
 What pydantic checks here is the envelope: field names (unknown ones are refused), types, and that
 parameter values are scalars. What depends on the model (input name, datatype, shape, data) and the
-parameters this server acts on are checked by service/v2.py against the model's metadata.json.
+parameters this server acts on are checked by service/v2/tensors.py against the model's metadata.json.
 ``add_to_openapi`` writes the /v2 paths and these models' schemas into /docs.json, with the served
 models' names, versions and tensors as enums.
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 import artifacts
+from service.api.schemas import Strict
 
 DATATYPES = {"float32": "FP32", "float64": "FP64"}  # metadata.json dtype -> v2 datatype
 ITEMSIZE = {"FP32": 4, "FP64": 8}
@@ -45,7 +46,7 @@ Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(SCALAR)]
 
 
 def _parameters(known: dict[str, dict]) -> Any:
-    """$parameters: any names, scalar values; service/v2.py checks the types of the `known` ones it acts on."""
+    """$parameters: any names, scalar values; service/v2/tensors.py checks the types of the `known` ones it acts on."""
     return Annotated[dict[str, Scalar], Field(fail_fast=True), WithJsonSchema(
         {"type": "object", "properties": known, "additionalProperties": SCALAR})]
 
@@ -59,10 +60,6 @@ InputParameters = _parameters({BINARY_SIZE: {
                    "body (then omit `data`). Needs the Inference-Header-Content-Length header."}})
 OutputParameters = _parameters({BINARY_OUTPUT: {"type": "boolean",
                                                 "description": "true: this output comes back as binary data."}})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class V2RequestInput(Strict):
@@ -146,7 +143,7 @@ ERRORS = {
     "404": "No model of that name, or not the version it serves.",
     "415": "The Content-Type (or Content-Encoding) is not one this endpoint takes.",
     "503": "The models are not loaded yet.",
-}  # and 408, 413, 429, 504 as every POST (service/openapi.py's API_ERRORS)
+}  # and 408, 413, 429, 504 as every POST (service/api/openapi.py's API_ERRORS)
 INFER_DOC = (
     "Run the model on one input tensor. Binary tensor data extension: with the header "
     "`Inference-Header-Content-Length: n` (and Content-Type application/octet-stream, or none) the body is n "
@@ -165,7 +162,7 @@ def _drop_null_defaults(schema: Any) -> Any:
 
 def component_schemas(models: list[dict]) -> dict[str, Any]:
     """The bodies' schemas (OpenAPI 3.0), with the served models' tensor names, datatypes and ranks."""
-    from service.openapi import to_openapi30
+    from service.api.openapi import to_openapi30
 
     found: dict[str, Any] = {}
     for cls in COMPONENTS:
@@ -193,7 +190,7 @@ def _content(name: str) -> dict[str, Any]:
 
 def _operation(operation_id: str, description: str, ok: dict[str, Any], errors: tuple[str, ...],
                parameters: list[dict], **extra: Any) -> dict[str, Any]:
-    from service.openapi import API_ERRORS
+    from service.api.openapi import API_ERRORS
 
     responses = {"200": {"description": "Successful Response", **ok}}
     responses.update({code: {"description": ERRORS.get(code) or API_ERRORS[code], "content": _content("Error")}
@@ -203,7 +200,7 @@ def _operation(operation_id: str, description: str, ok: dict[str, Any], errors: 
 
 
 def add_to_openapi(doc: dict[str, Any], models: list[dict] | None = None) -> None:
-    """Add the /v2 paths and their schemas to an OpenAPI 3.0 document (service/openapi.py calls this).
+    """Add the /v2 paths and their schemas to an OpenAPI 3.0 document (service/api/openapi.py calls this).
 
     `models`: the served models' metadata.json contents (default: the committed models/*/metadata.json,
     whose versions the service pins).

@@ -1,7 +1,7 @@
 """Reading an Open Inference Protocol v2 request's tensors against a model's spec (JSON or binary), and encoding the answer.
 
-Every check refuses with V2Error (a 400 unless it says otherwise); service/v2.py answers it as the
-protocol's ``{"error": "..."}``. The rules are in service/v2.py's docstring.
+Every check refuses with V2Error (a 400 unless it says otherwise); service/v2/routes.py answers it in the
+error shape. The rules are in service/v2/routes.py's docstring.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 import artifacts
-from service import v2_schemas as s
-from service.middleware import describe
-from service.schemas import MAX_IMAGES, MAX_READINGS
+from service.api.errors import describe
+from service.v2 import schemas as s
 
-MAX_BATCH = {artifacts.MNIST: MAX_IMAGES, artifacts.MNIST_DISTILLED: MAX_IMAGES,
-             artifacts.TEMPERATURE_LINEAR: MAX_READINGS, artifacts.TEMPERATURE_MLP: MAX_READINGS}
 HEADER = "Inference-Header-Content-Length"
 JSON_TYPE, BINARY_TYPE = "application/json", "application/octet-stream"
 
@@ -77,7 +74,8 @@ def parameter(parameters: dict | None, key: str, where: str) -> Any:
     return value
 
 
-def check_shape(shape: list[int], spec: dict, max_batch: int, where: str) -> None:
+def check_declared_shape(shape: list[int], spec: dict, max_batch: int, where: str) -> None:
+    """The `shape` field of a request against the model's (-1: the batch, 1 to `max_batch`)."""
     want = spec["shape"]
     if len(shape) != len(want) or any(w != -1 and g != w for g, w in zip(shape, want)):
         fail(f"{where}.shape: expected {want} (-1: the batch, 1 to {max_batch:,}), got {short(shape)}")
@@ -159,7 +157,7 @@ def input_array(m: Any, request: s.V2InferRequest, binary: bytes | None) -> np.n
         fail(f"{where}.name: {m.name}'s input is {spec['name']!r}, got {short(t.name)}")
     if t.datatype != datatype:
         fail(f"{where}.datatype: {m.name}'s input {spec['name']!r} is {datatype}, got {short(t.datatype)}")
-    check_shape(t.shape, spec, MAX_BATCH[m.name], where)
+    check_declared_shape(t.shape, spec, artifacts.model(m.name).task.max_rows, where)
     size = parameter(t.parameters, s.BINARY_SIZE, where)
     if size is not None:
         x, shape_of = binary_input(t, size, binary, where), None

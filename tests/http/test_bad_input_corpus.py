@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from expected import celsius
-from harness.driver import Driver, go
-from harness.payloads import Payload, as_json, crafted_png as png_header, png
-from service.openapi import ERROR_SCHEMA
+from testkit.driver import Driver, go
+from testkit.payloads import Payload, as_json, crafted_png as png_header, png
+from service.api.errors import ERROR_SCHEMA
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the default SERVICE_MAX_BODY_BYTES
 BODY_TIMEOUT_S = 2.0  # SERVICE_BODY_TIMEOUT_S for this server (default 10 s), to keep the slow-client case short
 ANSWER_WITHIN_S = 1.0

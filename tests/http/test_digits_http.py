@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import artifacts
-from harness.payloads import crafted_png as png_header, encode, png
+from testkit.payloads import crafted_png as png_header, encode, png
 
 N = 64  # test images used for the correctness checks
 VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"]

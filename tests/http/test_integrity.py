@@ -11,11 +11,11 @@ import httpx
 
 import artifacts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_server_refuses_a_tampered_model(tmp_path):
-    from harness.server import free_port
+    from testkit.server import free_port
 
     home = tempfile.mkdtemp(prefix="bentoml-home-tamper-")
     env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}

@@ -11,7 +11,7 @@ from PIL import Image
 
 from expected import celsius
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

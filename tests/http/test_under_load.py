@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from harness.payloads import png
+from testkit.payloads import png
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Small limits so that each refusal can be provoked on purpose: one request held at a time, bodies due in 1 s.
 ENV = {"SERVICE_MAX_REQUESTS": "1", "SERVICE_BODY_TIMEOUT_S": "1", "SERVICE_MAX_BODY_BYTES": "100000"}
 

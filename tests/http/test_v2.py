@@ -1,4 +1,4 @@
-"""The Open Inference Protocol v2 (service/v2.py) against a real `bentoml serve`, and its parsing in process."""
+"""The Open Inference Protocol v2 (service/v2/) against a real `bentoml serve`, and its parsing in process."""
 
 import json
 import tempfile
@@ -13,15 +13,16 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import artifacts
-from service import openapi, v2, v2_schemas, v2_tensors
-from service.schemas import DIGIT_MODELS
+from service.api.errors import ERROR_SCHEMA
+from service.v2 import routes as v2, schemas as v2_schemas, tensors as v2_tensors
+DIGIT_MODELS = {choice: m.name for choice, m in artifacts.choices(artifacts.DIGITS).items()}
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
 MODELS = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name) for name in artifacts.MODEL_NAMES}
 VERSION = {name: m["version"] for name, m in MODELS.items()}
 HEADER = "Inference-Header-Content-Length"
-ERROR = jsonschema_rs.validator_for(openapi.ERROR_SCHEMA)
+ERROR = jsonschema_rs.validator_for(ERROR_SCHEMA)
 
 
 @pytest.fixture(scope="module")
@@ -443,12 +444,12 @@ def test_numbers():
             v2_tensors.numbers([0.0, value], [1, 2], "d")
 
 
-def test_check_shape():
+def test_check_declared_shape():
     spec = {"shape": [-1, 1, 28, 28]}
-    v2_tensors.check_shape([3, 1, 28, 28], spec, 1024, "x")
+    v2_tensors.check_declared_shape([3, 1, 28, 28], spec, 1024, "x")
     for shape in ([3, 1, 28], [3, 2, 28, 28], [0, 1, 28, 28], [1025, 1, 28, 28], [3, 1, 28, 28, 1]):
         with pytest.raises(v2_tensors.V2Error):
-            v2_tensors.check_shape(shape, spec, 1024, "x")
+            v2_tensors.check_declared_shape(shape, spec, 1024, "x")
 
 
 def test_pydantic_fails_fast_on_repeated_bad_items():

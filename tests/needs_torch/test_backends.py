@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import runtime
+from service.inference import runtime
 from service.settings import Settings
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

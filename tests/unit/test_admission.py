@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.admission import Admission
+from service.api.admission import Admission
 
 
 class Clock:

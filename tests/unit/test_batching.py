@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batching import Batcher
+from service.inference.batching import Batcher
 
 
 class Model:

@@ -1,4 +1,4 @@
-"""service/middleware.py's Guard, in process: each refusal (408/413/415/429/504) and that nothing it holds leaks."""
+"""service/api/guard.py's Guard, in process: each refusal (408/413/415/429/504) and that nothing it holds leaks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from service.admission import Admission
-from service.middleware import TICKET, ErrorShape, Guard
+from service.api import routes
+from service.api.admission import Admission
+from service.api.errors import ErrorShape
+from service.api.guard import TICKET, Guard
 
 
 class App:
@@ -29,8 +31,8 @@ class App:
 
 def guard(app, admission=None, timeout=5.0, body_timeout=5.0, max_body=100):
     admission = admission or Admission(0.5, 4, 100, 10_000)
-    types = lambda path: ("application/json",) if path == "/digit" else None  # noqa: E731
-    return Guard(app, admission, types, max_body, body_timeout, timeout), admission
+    accepts = lambda path: routes.JSON if path == "/digit" else None  # noqa: E731
+    return Guard(app, admission, accepts, max_body, body_timeout, timeout), admission
 
 
 def scope(method="POST", path="/digit", content_type="application/json", length: int | None = 2):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import payloads, selftest
-from harness.driver import Driver, go
+from harness import selftest
+from testkit import payloads
+from testkit.driver import Driver, go
 from harness.report import service_settings
-from harness.server import free_port
+from testkit.server import free_port
 
 
 @pytest.fixture(scope="module")

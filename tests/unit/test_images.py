@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.payloads import crafted_png, encode, mnist_test
-from service import images
-from service.images import ImageError, preprocess, to_mnist
+from testkit.payloads import crafted_png, encode, mnist_test
+from service.inference import images
+from service.inference.images import ImageError, preprocess, to_mnist
 
 N_DIGITS = 50
 

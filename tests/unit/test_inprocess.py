@@ -36,7 +36,7 @@ def test_digit_and_digits_in_process(svc, mnist_test_images):
 
 
 def test_describe_reports_backend_device_and_versions(svc):
-    models = svc.describe()["models"]
+    models = svc.models.describe()["models"]
     assert {m["backend"] for m in models.values()} == {"onnx"}
     assert all(len(m["version"]) == 16 for m in models.values())
 
@@ -44,7 +44,7 @@ def test_describe_reports_backend_device_and_versions(svc):
 def test_a_started_worker_runs_full_garbage_collections_a_tenth_as_often(svc):
     import gc
 
-    from service.service import FULL_GC_EVERY
+    from service.upstream.gc_tuning import FULL_GC_EVERY
 
     assert FULL_GC_EVERY == 10 * 10 and gc.get_threshold()[2] == FULL_GC_EVERY  # CPython's default: 10
     assert gc.get_freeze_count() > 0  # what was loaded at start is never scanned again

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 import artifacts
-from service import runtime
+from service.inference import runtime
 from service.settings import Settings
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-DIGITS = (artifacts.TensorSpec("images", "float32", (-1, 1, 28, 28)),
-          artifacts.TensorSpec("probabilities", "float32", (-1, 10)))
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript"])
@@ -31,10 +29,10 @@ def test_the_real_probe_finds_no_cuda_on_this_cpu_machine():
     assert runtime.select_device("onnx", "auto") == "cpu"
 
 
-def test_load_checks_the_spec_the_caller_expects(tmp_path):
-    m = runtime.load(MODELS / "mnist-fc", Settings(), "cpu", DIGITS)
+def test_load_checks_the_spec_of_the_models_task(tmp_path):
+    m = runtime.load(MODELS / "mnist-fc", Settings(), "cpu", artifacts.DIGITS)
     assert m.predict(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 10)
-    wrong = (artifacts.TensorSpec("images", "float32", (-1, 784)), DIGITS[1])
+    wrong = artifacts.Task("digits", artifacts.TensorSpec("images", "float32", (-1, 784)), artifacts.DIGITS.output, 1)
     with pytest.raises(artifacts.ArtifactError, match=r"input is images float32 \[-1, 1, 28, 28\], but the service uses"):
         runtime.load(MODELS / "mnist-fc", Settings(), "cpu", wrong)
 

@@ -1,4 +1,4 @@
-"""service/door.py: refusals answered by uvicorn's protocol before the ASGI stack, tickets handed on and released; and what it relies on upstream."""
+"""service/upstream/door.py: refusals answered by uvicorn's protocol before the ASGI stack, tickets handed on and released; and what it relies on upstream."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from _bentoml_impl.worker import service as bentoml_worker
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service import door
-from service.admission import Admission, Ticket
-from service.door import Door
-from service.middleware import TICKET
+from service.upstream import door
+from service.api.admission import Admission, Ticket
+from service.upstream.door import Door
+from service.api.guard import TICKET
 
 POST = (b"POST /temperature HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 18\r\n\r\n{\"readings\": [1]}\n")
@@ -218,6 +218,7 @@ def test_install_makes_door_and_asyncio_what_uvicorn_auto_loads():
     try:
         admission = Admission(0.5, 4, 1, 10_000)
         door.install(admission, 123)
+        door.use_asyncio_loop()
         config = uvicorn.config.Config(App(), lifespan="off", log_config=None)  # BentoML's call: no http=, loop=
         config.load()
         assert config.http_protocol_class is Door and (Door.admission, Door.max_body_bytes) == (admission, 123)

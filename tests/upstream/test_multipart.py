@@ -1,4 +1,4 @@
-"""Guards for service/compat.py: the BentoML behaviour it works around must still exist (else delete the patch)."""
+"""Canaries for service/upstream/multipart.py: the BentoML behaviour it works around must still exist (else delete the patch)."""
 
 import asyncio
 import io
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from starlette.requests import Request
 
-from service import compat
+from service.upstream import multipart
 
 
 def multipart_request(field: str, data: bytes, copies: int = 1) -> Request:
@@ -37,14 +37,14 @@ def png_bytes() -> bytes:
 
 
 def test_upstream_still_fails_on_a_binary_part_under_a_wrong_name():
-    """If this fails, BentoML fixed the bug: remove compat._parse_request and this test."""
+    """If this fails, BentoML fixed the bug: remove multipart._parse_request and this test."""
     from service.service import ThermoDigits
 
     from _bentoml_impl.serde import MultipartSerde
 
     spec = ThermoDigits.apis["digit_image"].input_spec
     with pytest.raises(UnicodeDecodeError):
-        asyncio.run(compat._upstream_parse_request(MultipartSerde(), multipart_request("file", png_bytes()), spec))
+        asyncio.run(multipart.UPSTREAM_PARSE_REQUEST(MultipartSerde(), multipart_request("file", png_bytes()), spec))
 
 
 def test_patched_parser_raises_bad_input_naming_the_field():
@@ -59,10 +59,10 @@ def test_patched_parser_raises_bad_input_naming_the_field():
 
 
 def test_upstream_still_takes_one_of_two_files_silently(client, monkeypatch):
-    """If this fails, BentoML refuses a repeated file field itself: remove that check from compat._parse_request."""
+    """If this fails, BentoML refuses a repeated file field itself: remove that check from multipart._parse_request."""
     from _bentoml_impl.serde import MultipartSerde
 
-    monkeypatch.setattr(MultipartSerde, "parse_request", compat._upstream_parse_request)
+    monkeypatch.setattr(MultipartSerde, "parse_request", multipart.UPSTREAM_PARSE_REQUEST)
     data = png_bytes()
     r = client.post("/digit/image", files=[("image", ("a.png", data, "image/png")), ("image", ("b.png", data, "image/png"))])
     assert r.status_code == 200, r.text
