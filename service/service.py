@@ -18,20 +18,23 @@ from service.api.schemas import (
     DigitsRequest, TemperatureRequest, TemperatureResponse, Upload, to_batch,
 )
 from service.inference import images
+from service.inference import models
 from service.inference.models import Models
 from service.settings import Settings
 
 SETTINGS = Settings.from_env()
 artifacts.ensure_registered(SETTINGS.backend)  # a fresh BENTOML_HOME serves the committed models/ folders
+TAGS = {m.name: artifacts.store_tag(artifacts.MODELS_DIR / m.name, SETTINGS.backend) for m in artifacts.MODELS}
+# Here, in `bentoml serve`'s own process: a bad model or device stops it, rather than a worker failing forever.
+models.check({name: bentoml.models.get(tag).path for name, tag in TAGS.items()}, SETTINGS)
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
                       SETTINGS.max_inflight_bytes)
 
 
 def with_models(cls: type) -> type:
-    """One BentoModel class attribute per registry entry (so `bentoml build` carries it), pinned to the committed version."""
-    for m in artifacts.MODELS:
-        setattr(cls, m.name, bentoml.models.BentoModel(
-            artifacts.store_tag(artifacts.MODELS_DIR / m.name, SETTINGS.backend)))
+    """One BentoModel class attribute per registry entry, pinned to the committed version (so `bentoml build` carries it)."""
+    for name, tag in TAGS.items():
+        setattr(cls, name, bentoml.models.BentoModel(tag))
     return cls
 
 

@@ -29,6 +29,17 @@ def _observe(name: str, images: int, requests: int) -> None:
     batch_requests.labels(model=name).observe(requests)
 
 
+def check(paths: dict[str, Path], settings: Settings) -> None:
+    """What a worker would fail on at start, checked without loading: the device, and every registry model's file
+    and tensor spec; raises naming the model and what is wrong (so `bentoml serve` stops instead of restarting workers)."""
+    runtime.select_device(settings.backend, settings.device)
+    for m in artifacts.MODELS:
+        try:
+            runtime.verify(Path(paths[m.name]), settings.backend, m.task)
+        except artifacts.ArtifactError as e:
+            raise artifacts.ArtifactError(f"model {m.name} cannot be served: {e}") from None
+
+
 class Models:
     """The registry's models loaded from their folders (`paths`: name -> folder), verified against their tasks."""
 

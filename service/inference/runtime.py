@@ -85,15 +85,19 @@ class LoadedModel:
                 "providers": getattr(self.predict, "providers", []), **self.metadata}
 
 
-def load(model_dir: Path, settings: Settings, device: str, task: artifacts.Task | None = None) -> LoadedModel:
-    """Verify the backend's file and, given its `task`, the model's tensor spec; then load it.
-
-    Raises ArtifactError naming the bad file or the spec that differs from what the task's endpoints feed and read.
-    """
-    filename = artifacts.FILES[settings.backend]
-    metadata = artifacts.verify(Path(model_dir), only=(filename,))
+def verify(model_dir: Path, backend: str, task: artifacts.Task | None = None) -> dict[str, Any]:
+    """The model's metadata once the backend's file matches its checksum and, given its `task`, its tensor spec is
+    the task's; else ArtifactError naming the bad file or the spec that differs from what the task's endpoints use."""
+    metadata = artifacts.verify(Path(model_dir), only=(artifacts.FILES[backend],))
     if task is not None:
         artifacts.check_spec(metadata, task.input, task.output, where=str(Path(model_dir) / artifacts.METADATA_FILE))
+    return metadata
+
+
+def load(model_dir: Path, settings: Settings, device: str, task: artifacts.Task | None = None) -> LoadedModel:
+    """``verify`` the model, then load it on `device` (ArtifactError when its file cannot be loaded)."""
+    metadata = verify(model_dir, settings.backend, task)
+    filename = artifacts.FILES[settings.backend]
     runner = OnnxModel if settings.backend == "onnx" else TorchScriptModel
     try:
         predict = runner(Path(model_dir) / filename, device, settings.threads)

@@ -1,0 +1,99 @@
+"""A model that fails verification or does not fit its endpoint stops `bentoml serve` itself (a non-zero exit within
+30 s, the message naming the model and what is wrong), while a worker that dies after start is replaced."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import artifacts
+from testkit.server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+EXIT_WITHIN_S = 30
+
+
+def serve(cwd: Path, home: str, tmp_path: Path) -> tuple[int | None, str]:
+    """`bentoml serve` from `cwd`: (its exit status, or None if it still ran after EXIT_WITHIN_S; its output)."""
+    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--port", str(free_port())], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        status = proc.wait(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        status = None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log.seek(0)
+    return status, log.read()
+
+
+def test_a_tampered_model_in_the_store_stops_the_server(tmp_path):
+    home = tempfile.mkdtemp(prefix="bentoml-home-tamper-")
+    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
+    subprocess.run([sys.executable, "-c", "import artifacts; artifacts.ensure_registered('onnx')"],
+                   cwd=REPO, env=env, check=True)
+    name, version = artifacts.store_tag(REPO / "models" / "mnist-fc", "onnx").split(":")
+    tampered = Path(home) / "models" / name / version / "model.onnx"
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b"\0")
+    status, text = serve(REPO, home, tmp_path)
+    assert status not in (None, 0), text[-3000:]
+    assert "model mnist-fc cannot be served" in text and f"{tampered}: sha256" in text, text[-3000:]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"shape": [-1, 784]}, "input is images float32 [-1, 784], but the service uses images float32 [-1, 1, 28, 28]"),
+    ({"dtype": "float64"}, "input is images float64 [-1, 1, 28, 28], but the service uses images float32"),
+])
+def test_a_model_whose_spec_does_not_fit_its_endpoint_stops_the_server(tmp_path, change, message):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for entry in ("service", "artifacts", "bentofile.yaml"):
+        (shutil.copytree if (REPO / entry).is_dir() else shutil.copy2)(REPO / entry, repo / entry)
+    for m in artifacts.MODELS:  # the model files as links: only the metadata differs
+        (repo / "models" / m.name).mkdir(parents=True)
+        for f in (REPO / "models" / m.name).iterdir():
+            if f.is_file():
+                (repo / "models" / m.name / f.name).symlink_to(f)
+    path = repo / "models" / artifacts.MNIST_DISTILLED / artifacts.METADATA_FILE
+    metadata = json.loads(path.read_text())
+    metadata["inputs"][0].update(change)
+    path.unlink()
+    path.write_text(json.dumps(metadata))
+    status, text = serve(repo, tempfile.mkdtemp(prefix="bentoml-home-spec-"), tmp_path)
+    assert status not in (None, 0), text[-3000:]
+    assert f"model {artifacts.MNIST_DISTILLED} cannot be served" in text and message in text, text[-3000:]
+
+
+def test_a_worker_that_dies_after_start_is_replaced():
+    """Only start-up failures stop the server: a worker killed while serving is restarted by BentoML's supervisor."""
+    import time
+
+    import httpx
+
+    from testkit.server import serving
+
+    with serving(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-crash-")) as server:
+        (worker,) = server.workers()
+        worker.kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            replaced = [w for w in server.workers() if w.pid != worker.pid]
+            try:
+                answer = httpx.post(f"{server.url}/temperature", json={"readings": [35.7]}, timeout=2)
+            except httpx.HTTPError:
+                answer = None
+            if replaced and answer is not None and answer.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert replaced and answer is not None and answer.status_code == 200, server.log()[-3000:]
+        assert server.proc.poll() is None
