@@ -301,4 +301,8 @@ def peers_section(results: dict) -> str:
         lines += ["", "Resident memory of each side's whole process tree, MiB, idle after start → after the load: "
                   + "; ".join(f"{side} {v['idle_tree']:.0f} → {v.get('after_load_tree', float('nan')):.0f}"
                               for side, v in mem.items()) + "."]
+    idle = results.get("idle_cpu_cores", {})
+    if idle:
+        lines += ["", "CPU used with no load, of a core (it competes with the side under load): "
+                  + "; ".join(f"{side} {v:.2f}" for side, v in idle.items()) + "."]
     return "\n".join(lines) + "\n"

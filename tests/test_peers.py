@@ -252,6 +252,7 @@ def test_peers_section_states_each_goal_against_each_peer():
                   row("baseline", "digit", 64, 500, 200), row("service", "v2_mnist_fc", 64, 800, 50),
                   row("triton", "v2_mnist_fc", 64, 700, 40)],
         "same_answers": {"digit": {"service": True, "litserve": True, "baseline": True}},
+        "idle_cpu_cores": {"service": 0.002, "litserve": 0.081},
     }
     goals = {g: met for g, _, _, met in render.peer_goals(results)}
     assert goals == {"digit c=64: service vs litserve, 2xx/s": False, "digit c=64: service vs litserve, p99 ms": True,
@@ -259,3 +260,4 @@ def test_peers_section_states_each_goal_against_each_peer():
     text = render.peers_section(results)
     assert "| digit | `/digit` | 64 | litserve | 1,000 |" in text and "| 0.90 |" in text  # service ÷ litserve
     assert "nvidia-pytriton==0.7.0" in text and text.count("**no**") == 2
+    assert "litserve 0.08" in text

@@ -53,6 +53,7 @@ CELLS = (
     Cell("v2_temperature_linear", 16, V2, False),
 )
 PEERS = tuple(venvs.PEERS)
+IDLE_MARGIN = 0.05  # of a core, above a server's own idle use: still busy with a previous run
 TOLERANCE = {"rel_tol": 1e-5, "abs_tol": 1e-12}  # float32 sums in another order (ONNX Runtime's default threads)
 
 
@@ -119,8 +120,8 @@ def start_all(names: tuple[str, ...], logdir: Path, home: Path, ready_timeout: f
             options = {"max_queue_delay_us": triton_delay_us} if name == "triton" else {}
             started[name] = servers.start(name, logdir, **options)
         for side, s in started.items():
-            seconds = s.wait_ready(ready_timeout, poll=0.2)
-            print(f"  {side:13s} ready {seconds:5.1f} s after start, {s.url}", flush=True)
+            s.wait_ready(ready_timeout, poll=0.2)
+            print(f"  {side:13s} ready at {s.url}", flush=True)
     except BaseException:
         stop_all(started)
         raise
@@ -133,9 +134,18 @@ def stop_all(started: dict[str, Server]) -> None:
             s.stop()
 
 
-def measure(started: dict[str, Server], cells, sent, files, rounds: int, duration: float, warmup: float) -> list[dict]:
-    """Every cell on each of its sides, `rounds` times, the order of sides reversed every other round and cell; all
-    servers idle before each run. `warmup` s of unrecorded load per cell and side first."""
+def idle_cpu(started: dict[str, Server], seconds: float = 3) -> dict[str, float]:
+    """Each side's CPU use with no load, in cores (LitServe's workers poll their queues: ~0.08 here)."""
+    before = {side: s.cpu_seconds() for side, s in started.items()}
+    time.sleep(seconds)
+    return {side: round((s.cpu_seconds() - before[side]) / seconds, 3) for side, s in started.items()}
+
+
+def measure(started: dict[str, Server], cells, sent, files, rounds: int, duration: float, warmup: float,
+            idle: dict[str, float]) -> list[dict]:
+    """Every cell on each of its sides, `rounds` times, the order of sides reversed every other round and cell; every
+    server back to its own idle CPU use (+ IDLE_MARGIN of a core) before each run. First `warmup` s of unrecorded
+    load per cell and side."""
     for cell in cells:
         for side in cell.sides if warmup else ():
             wrk.run(started[side].url, sent[cell.endpoint], files[cell.endpoint], cell.concurrency, warmup, side)
@@ -143,8 +153,8 @@ def measure(started: dict[str, Server], cells, sent, files, rounds: int, duratio
     for r in range(rounds):
         for i, cell in enumerate(cells):
             for side in cell.sides if (i + r) % 2 == 0 else cell.sides[::-1]:
-                for s in started.values():
-                    s.wait_idle()
+                for other, s in started.items():
+                    s.wait_idle(busy_fraction=idle[other] + IDLE_MARGIN)
                 s = started[side]
                 res = wrk.run(s.url, sent[cell.endpoint], files[cell.endpoint], cell.concurrency, duration, side,
                               s.cpu_seconds)
@@ -210,8 +220,10 @@ def main(argv: list[str] | None = None) -> None:
         print("3/4 same answers on every side", flush=True)
         results["same_answers"] = check_answers(started, cells, sent)
         results["memory_mib"] = {side: {"idle_tree": round(s.rss() / 2**20, 1)} for side, s in started.items()}
+        results["idle_cpu_cores"] = idle_cpu(started)
         print(f"4/4 wrk: {args.rounds} round(s) x {len(cells)} cells, {args.duration:g} s each", flush=True)
-        results["runs"] = measure(started, cells, sent, files, args.rounds, args.duration, args.warmup)
+        results["runs"] = measure(started, cells, sent, files, args.rounds, args.duration, args.warmup,
+                                  results["idle_cpu_cores"])
         results["table"] = summarise(results["runs"])
         for side, s in started.items():
             results["memory_mib"][side]["after_load_tree"] = round(s.rss() / 2**20, 1)
