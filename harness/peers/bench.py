@@ -1,12 +1,13 @@
 """The service beside its peers in one run: every server started at once, answers checked, then wrk on each cell, sides alternating.
 
-    .venv/bin/python -m harness.peers                         # 3 rounds x 5 s per cell and side: ~8 minutes on 2 cores
+    .venv/bin/python -m harness.peers                         # 3 rounds x 5 s per cell and side: ~5 minutes on 2 cores
     .venv/bin/python -m harness.peers --rounds 1 --duration 2 --warmup 0     # does it work end to end
 
 Sides: the service (`bentoml serve .`, its default configuration), the bare Starlette baseline
-(harness/baseline.py), and the peers, each from its own pinned venv under build/peers/ (made on first
-use from harness/peers/<peer>.txt: a minute or so each): bentoml-docs (BentoML written as its docs write
-a service), litserve (LitServe, /digit batched) and triton (Triton through PyTriton, dynamic batching).
+(harness/baseline.py), and the peers, each from its own pinned venv under build/peers/, made on first
+use from harness/peers/<peer>.txt (under a minute each with a warm pip cache; 200-420 MiB):
+bentoml-docs (BentoML written as its docs write a service), litserve (LitServe, /digit batched) and
+triton (Triton through PyTriton, dynamic batching).
 The same body files go to every side of a cell. Before any load, each side's answer to each of its
 cells is compared with the service's (same fields, same digit, floats to 1e-5): a side that differs
 stops the run. Throughput counts 2xx answers only; latency percentiles are wrk's, of every answer.
