@@ -132,6 +132,20 @@ def bench_payloads() -> dict[str, Payload]:
     )}
 
 
+
+def v2_payloads() -> dict[str, Payload]:
+    """Open Inference Protocol v2 JSON bodies for /v2/models/{name}/infer (the service's, Triton's): the readings of
+    bench_payloads()'s temperature, and its digit as /digit feeds the model (pixel / 255 in float32, flat)."""
+    image = mnist_test(1)[0][0]
+    pixels = (image.astype(np.float64) / 255).astype(np.float32).ravel()
+    data = [float(str(v)) for v in pixels]  # each float32's shortest decimal: parses back to the same float32
+    return {p.name: p for p in (
+        Payload("v2_temperature_linear", "/v2/models/temperature-linear/infer", "application/json",
+                as_json({"inputs": [{"name": "readings", "shape": [2, 1], "datatype": "FP64", "data": [35.7, 55.9]}]})),
+        Payload("v2_mnist_fc", "/v2/models/mnist-fc/infer", "application/json",
+                as_json({"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": data}]}), 1),
+    )}
+
 def cells(concurrency=(1, 16, 64, 256), digits64=(16,), endpoints=None) -> list[tuple[str, int]]:
     """(endpoint, concurrency) of the closed-loop matrix: every endpoint at `concurrency`, digits64 at `digits64`."""
     names = endpoints or list(bench_payloads())
