@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import payloads, render, report, wrk
+from harness import render, report, wrk
+from testkit import payloads
 from harness.bench import summarise
 from harness.peers import servers, venvs
-from harness.server import Server, request, start_baseline, start_service
+from testkit.server import Server, request, start_baseline, start_service
 
 
 @dataclass(frozen=True)

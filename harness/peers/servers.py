@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.peers import venvs
-from harness.server import Server, free_port, request
+from testkit.server import Server, free_port, request
 
 HERE = Path(__file__).resolve().parent
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import payloads, render
+from harness import render
+from testkit import payloads
 from harness.peers import bench, servers, venvs
-from harness.server import request
+from testkit.server import request
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEERS_DIR = REPO / "harness" / "peers"
 BODIES = bench.bodies()
 
