@@ -28,7 +28,7 @@ TAGS = {m.name: artifacts.store_tag(artifacts.MODELS_DIR / m.name, SETTINGS.back
 # Here, in `bentoml serve`'s own process: a bad model or device stops it, rather than a worker failing forever.
 models.check({name: bentoml.models.get(tag).path for name, tag in TAGS.items()}, SETTINGS)
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
-                      SETTINGS.max_inflight_bytes)
+                      SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
 
 
 def with_models(cls: type) -> type:

@@ -32,8 +32,11 @@ class Settings:
                                default=16 * MiB)
     body_timeout_s: float = _env("SERVICE_BODY_TIMEOUT_S", "a body not fully received by then gets 408",
                                  default=10.0)
-    queue_target_s: float = _env("SERVICE_QUEUE_TARGET_S", "a request that would wait this long in the queue "
-                                 "gets 429 (service/admission.py); 0 = never refuse for waiting", default=0.6)
+    queue_target_s: float = _env("SERVICE_QUEUE_TARGET_S", "above SERVICE_QUEUE_FLOOR requests held, a request "
+                                 "that would wait this long in the queue gets 429; 0 = never refuse for waiting",
+                                 default=0.6)
+    queue_floor: int = _env("SERVICE_QUEUE_FLOOR", "requests a worker always holds before SERVICE_QUEUE_TARGET_S "
+                            "applies: a closed-loop population this size is never refused, on any host", default=256)
     concurrency: int = _env("SERVICE_CONCURRENCY", "requests a worker serves at once; the rest wait in its "
                             "first-in-first-out queue", default=32)
     max_requests: int = _env("SERVICE_MAX_REQUESTS", "hard cap on requests a worker holds (queued, served or "
@@ -67,7 +70,7 @@ class Settings:
             fail("backend", f"choose one of {', '.join(BACKENDS)}")
         if self.device not in DEVICES:
             fail("device", f"choose one of {', '.join(DEVICES)}")
-        for name in ("threads",):
+        for name in ("threads", "queue_floor"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
         for name in ("max_batch", "max_body_bytes", "concurrency", "max_requests", "max_inflight_bytes"):

@@ -1,25 +1,26 @@
-"""Admission control by waiting time: a worker queues requests first-in first-out and refuses a new one only when it would wait longer than a target.
+"""Admission control: a worker queues requests first-in first-out, always holds a closed-loop population's worth, and beyond that refuses a request that would wait longer than a target.
 
-A worker serves up to ``concurrency`` requests at once; the rest wait in a FIFO queue. While the queue
-is short-lived, everything is admitted. Once the oldest queued request has waited a third of ``target``,
-the queue has stood for a while, and the worker knows how fast it empties it: the requests it finished
-during that wait, divided by the wait (a busy period, so an idle spell never lowers the estimate). A new
-request would wait about (requests ahead of it) / (that rate); if that is ``target`` or more, it gets 429
-at once, before its body is read, and the others are served at full speed within about ``target``.
-So:
+A worker serves up to ``concurrency`` requests at once; the rest wait in a FIFO queue. Requests are refused
+(429, before their body is read) only for one of these reasons:
 
-* a burst that drains within a third of ``target`` (what a host stall piles up) is queued, never refused;
-* closed-loop clients (send, wait, send again: browsers, worker pools, wrk) are refused only if there are
-  so many of them that each would wait ``target`` or more: their number bounds the queue;
-* open-loop arrivals above capacity are held at the level where they wait ``target``; the surplus is
-  refused in microseconds. A third of ``target`` is where the rule starts so that a flood of up to three
-  times the capacity has not queued more than ``target`` by then.
+* ``floor``: up to this many requests held, none is refused for waiting, however long it would wait. A
+  closed-loop population (clients that send, wait for the answer, send again: browsers, worker pools,
+  ``wrk``) bounds its own queue by its size, and refusing one of its clients lowers nobody's load: the
+  client sends again at once, and the refusals take the place of answers. So a population up to ``floor``
+  is served in full on any host, fast or slow, and through host stalls.
+* ``target``: above the floor, a request that would wait ``target`` seconds or more is refused, judged
+  from how fast the worker has been emptying its queue: once the oldest queued request has waited a
+  third of ``target`` (a burst that drains sooner is never refused), the requests the worker finished
+  during that wait, divided by the wait (a busy period: an idle spell never lowers the estimate). Open-loop
+  arrivals above capacity are held where they wait about ``target`` (or where ``floor`` requests are held,
+  on a host too slow to serve ``floor`` requests within ``target``), and the surplus is refused in
+  microseconds. ``target`` 0 turns waiting-time refusals off.
+* hard caps: ``max_requests`` held (queued, served or still being received) and ``max_bytes`` of bodies
+  held (bodies are read whole before parsing: memory in a burst).
 
-This is CoDel's idea (act on the time requests wait, not on their number) with Triton's answer (refuse
-at the door what cannot start within the delay). Hard caps stay: ``max_requests`` held (queued, served or
-still being received) and ``max_bytes`` of bodies held (bodies are read whole before parsing: memory in a
-burst). ``target`` 0 turns waiting-time refusals off. This module does no I/O; ``service/middleware.py``
-calls it per request, and its tests use a fake clock.
+The decision is docs/decisions/admission.md's. This module does no I/O; the door
+(service/upstream/door.py) and the guard (service/api/guard.py) call it per request, and its tests use a
+fake clock.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class Ticket:
 class Admission:
     """The queue and counters of one worker (every worker process has its own)."""
 
-    def __init__(self, target: float, concurrency: int, max_requests: int, max_bytes: int,
+    def __init__(self, target: float, concurrency: int, max_requests: int, max_bytes: int, floor: int = 0,
                  clock: Callable[[], float] = time.monotonic):
         self.target = target
+        self.floor = floor
         self.concurrency = concurrency
         self.max_requests = max_requests
         self.max_bytes = max_bytes
@@ -82,6 +84,8 @@ class Admission:
         if self.held and self.bytes + size > self.max_bytes:
             return (f"overloaded: {self.bytes} bytes of request bodies are held (limit {self.max_bytes}); "
                     f"retry later")
+        if self.held < self.floor:
+            return None  # a closed-loop population this size bounds its own queue
         wait = self.expected_wait(now)
         if wait is not None and wait >= self.target:
             return (f"overloaded: a request now would wait about {min(wait, 999):.2f} s in the queue "

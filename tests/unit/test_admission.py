@@ -1,4 +1,4 @@
-"""service/admission.py with a fake clock: FIFO places, refusal only once the queue's head has waited the target, and the caps."""
+"""service/api/admission.py with a fake clock: FIFO places, the floor, refusal only once the queue's head has waited the target, and the caps."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ class Clock:
         return self.now
 
 
-def make(target: float = 0.5, concurrency: int = 2, max_requests: int = 100, max_bytes: int = 10_000):
+def make(target: float = 0.5, concurrency: int = 2, max_requests: int = 100, max_bytes: int = 10_000, floor: int = 0):
     clock = Clock()
-    return Admission(target, concurrency, max_requests, max_bytes, clock=clock), clock
+    return Admission(target, concurrency, max_requests, max_bytes, floor=floor, clock=clock), clock
 
 
 async def settle() -> None:
@@ -76,17 +76,18 @@ def test_a_burst_is_queued_and_the_load_after_it_admitted():
     asyncio.run(run())
 
 
-def simulate(adm, clock, arrivals_per_tick: float, clients: int = 0, ticks: int = 3000):
+def simulate(adm, clock, arrivals_per_tick: float, clients: int = 0, ticks: int = 3000, stall_at: int = -1,
+             stall_s: float = 0.0):
     """One request served every 10 ms (concurrency 1); open-loop arrivals at `arrivals_per_tick`, or `clients`
-    closed-loop clients (each sends its next request when its answer arrives). Returns (refused, waits of the
-    served requests, held at the end)."""
+    closed-loop clients (each sends its next request when its answer arrives); the host stalls `stall_s` once, at
+    tick `stall_at`. Returns (refused, waits of the served requests, held at the end)."""
 
     async def run():
         held, refused, waits, due = [], 0, [], 0.0
         for _ in range(clients):
             held.append(await enter(adm))
-        for _ in range(ticks):
-            clock.now += 0.01
+        for tick in range(ticks):
+            clock.now += 0.01 + (stall_s if tick == stall_at else 0.0)
             if held:
                 ticket, _ = held.pop(0)
                 await settle()
@@ -124,6 +125,29 @@ def test_closed_loop_clients_that_would_wait_past_the_target_are_refused():
     adm, clock = make(target=0.5, concurrency=1)
     refused, waits, _ = simulate(adm, clock, arrivals_per_tick=0, clients=80)  # each would wait ~0.8 s
     assert refused > 0 and max(waits[-500:]) <= 0.51
+
+
+@pytest.mark.parametrize("stall_s", [0.0, 0.3, 2.0])
+def test_a_closed_loop_population_up_to_the_floor_is_never_refused_however_long_it_waits(stall_s):
+    adm, clock = make(target=0.5, concurrency=1, max_requests=512, floor=256)
+    refused, waits, held = simulate(adm, clock, arrivals_per_tick=0, clients=256, stall_at=1000, stall_s=stall_s)
+    assert refused == 0 and held == 256
+    assert 2.5 < waits[-1] < 2.6 and max(waits) >= 2.5 + stall_s - 0.01  # 256 x 10 ms: five times the target
+
+
+def test_the_floor_does_not_hold_back_what_it_does_not_promise():
+    adm, clock = make(target=0.5, concurrency=1, max_requests=512, floor=256)
+    refused, waits, held = simulate(adm, clock, arrivals_per_tick=0, clients=300)  # 44 clients beyond the floor
+    assert refused > 0 and 256 <= held <= 258
+    adm, clock = make(target=0.5, concurrency=1, max_requests=10_000, floor=20)
+    refused, waits, held = simulate(adm, clock, arrivals_per_tick=3)  # a fast host: the target's worth exceeds the floor
+    assert 0.6 < refused / 9000 < 0.7 and 45 <= held <= 52 and max(waits[-1000:]) <= 0.51
+
+
+def test_an_open_loop_flood_on_a_host_too_slow_for_the_floor_is_held_at_the_floor():
+    adm, clock = make(target=0.5, concurrency=1, max_requests=10_000, floor=200)
+    refused, waits, held = simulate(adm, clock, arrivals_per_tick=3)  # 200 requests take 2 s, four times the target
+    assert 0.6 < refused / 9000 < 0.7 and 200 <= held <= 202 and 1.99 <= max(waits[-1000:]) <= 2.03
 
 
 def test_a_queue_that_does_not_move_refuses_once_it_has_stood_a_third_of_the_target():

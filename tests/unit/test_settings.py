@@ -17,10 +17,11 @@ def test_defaults():
 def test_every_field_is_read_from_its_variable():
     env = {"SERVICE_BACKEND": " TorchScript ", "SERVICE_DEVICE": "cpu", "SERVICE_THREADS": "2",
            "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_BODY_TIMEOUT_S": "2.5",
-           "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99",
+           "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_QUEUE_FLOOR": "7", "SERVICE_CONCURRENCY": "8",
+           "SERVICE_MAX_REQUESTS": "99",
            "SERVICE_INFLIGHT_BYTES": "12345", "SERVICE_SKIP_PATCHES": " Door,gc "}
     s = Settings.from_env(env)
-    assert s == Settings("torchscript", "cpu", 2, 32, 1000, 2.5, 0.0, 8, 99, 12345, "door,gc")
+    assert s == Settings("torchscript", "cpu", 2, 32, 1000, 2.5, 0.0, 7, 8, 99, 12345, "door,gc")
     assert {f.metadata["env"] for f in dataclasses.fields(Settings)} == set(env)  # none forgotten
 
 
