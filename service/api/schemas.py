@@ -103,6 +103,10 @@ class Images(Strict):
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as error:
             # Say "expected 28 rows, got 27" rather than pydantic's list-length wording, one error, not one per row.
+            if any(e["type"] == "json_invalid" for e in error.errors()):
+                # Not JSON, or nested past pydantic's depth limit: pydantic said it. Python's own parser goes
+                # deeper on 3.13 than on 3.11, so asking it would make the answer depend on the interpreter.
+                raise
             try:
                 data = json.loads(json_data)
             except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: pydantic said it
