@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 REST = r"[^\s'\"`()<>\[\],;]*"  # the rest of a path: up to a space, quote, bracket, comma or semicolon
 # Each name has a character class, so that this file does not match its own patterns.
