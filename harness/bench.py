@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import coldstart, compute, render, report, soak, wrk
 from testkit import payloads
+from testkit.host import cpu_hogs
 from testkit.driver import go
 from testkit.server import parse_env, start_baseline, start_service
 
@@ -65,9 +66,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bentoml-config", default="", help="extra BENTOML_CONFIG_OPTIONS for the service, e.g. "
                     "'services.ThermoDigits.logging.access.enabled=false' (default: none, the service as configured)")
     ap.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment for both sides, e.g. SERVICE_THREADS=1")
+    ap.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run "
+                    "(1 on two cores: a host half as fast); started and stopped here")
     ap.add_argument("--json", type=Path, help="results file (default harness/results/bench-<date>.json)")
-    ap.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--markdown", type=Path, help="the report (default docs/benchmarks.md; with --hogs, none)")
     args = ap.parse_args(argv)
+    if args.markdown is None and not args.hogs:
+        args.markdown = REPO / "docs" / "benchmarks.md"
+    with cpu_hogs(args.hogs):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     wrk.wrk_path()
     t0 = time.perf_counter()
@@ -75,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     service = report.service_settings(env, args.workers, args.bentoml_config)
     options = {"workers": args.workers, "bentoml_config": args.bentoml_config, "env": env}
     results: dict = {"command": ".venv/bin/python -m harness.bench" + "".join(f" {a}" for a in sys.argv[1:]),
-                     "duration_s": args.duration, "rounds": args.rounds}
+                     "duration_s": args.duration, "rounds": args.rounds, "cpu_hogs": args.hogs}
     loadavg = report.machine()["loadavg_at_start"]
-    if loadavg[0] > 0.5:
+    if loadavg[0] > 0.5 + args.hogs:
         print(f"warning: load average {loadavg}: something else is using the CPUs", flush=True)
     logdir = Path(tempfile.mkdtemp(prefix="harness-bench-"))
     ps = {n: p for n, p in payloads.bench_payloads().items() if n in args.endpoints}
@@ -129,9 +139,10 @@ def main(argv: list[str] | None = None) -> None:
 
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     path = report.save("bench", results, path, service)
-    print("6/6 report", flush=True)
-    render.write(json.loads(path.read_text()), args.markdown)
-    print(f"wrote {args.markdown} and {path} in {results['elapsed_s']:.0f} s")
+    if args.markdown:
+        print("6/6 report", flush=True)
+        render.write(json.loads(path.read_text()), args.markdown)
+    print(f"wrote {path}{f' and {args.markdown}' if args.markdown else ''} in {results['elapsed_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
     python -m harness.overload --url URL --endpoint digit --seconds 10
 
 1. Closed loop (wrk) at 1, 16, 64 and 256 connections on /temperature, /digit and /digit/image (28x28 and
-   200x200 uploads), and at 16 on /digits (64 images). Goal: no non-2xx answer, no transport error.
+   200x200 uploads), and at 16 on /digits (64 images). Goals: no transport error, no answer but 2xx or 429, and
+   no cell with refusals whose goodput (2xx/s) is below 90 % of the best cell of its endpoint (refusing must
+   never cost goodput); with the default SERVICE_QUEUE_FLOOR (256), no refusal at all.
 2. Service time: the p50 latency of the mix (or --endpoint) at concurrency 1 (Python driver, closed loop).
    Capacity: the best 2xx/s of the same closed loop at --capacity-clients.
 3. Flood: open loop (testkit.driver) at --rate-multiple (3) x capacity for --seconds (30), /readyz probed
@@ -13,6 +15,9 @@
    every request answered; /readyz always 200.
 4. Recovery: from the moment the flood stops sending, single requests every 50 ms until three in a row
    answer 200 within normal latency (3 x the p99 at concurrency 1, at least 20 ms). Goal: <= 1 s.
+5. Retry-After: the same flood from --sources (1,000) clients that honour Retry-After (a refused client sends
+   nothing for the seconds it says). Goals: the load they send falls to about capacity (what they hold back is
+   counted), and goodput >= 90 % of capacity.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from harness import wrk
 from testkit import payloads
+from testkit.host import cpu_hogs
 from testkit.driver import Driver, go
 from harness.probe import probe, recovery
 from harness.report import finish, service_settings
@@ -33,16 +39,25 @@ from testkit.server import Server, serving
 GOODPUT, REFUSAL_MS, RECOVER_S = 0.90, 10.0, 1.0
 
 
+def refusals_cost_no_goodput(rows: list[dict]) -> dict[str, bool]:
+    """Per endpoint: every cell that refused kept at least GOODPUT of the endpoint's best goodput (2xx/s)."""
+    best = {}
+    for r in rows:
+        best[r["endpoint"]] = max(best.get(r["endpoint"], 0.0), r["rps"])
+    return {e: all(r["rps"] >= GOODPUT * best[e] for r in rows if r["endpoint"] == e and r["refused_429"])
+            for e in best}
+
+
 def closed_loop_matrix(server: Server, seconds: float, cells: list[tuple[str, int]]) -> list[dict]:
     ps = payloads.bench_payloads()
     bodies = payloads.write_bodies(Path(tempfile.mkdtemp(prefix="overload-bodies-")), ps)
     return [{k: r[k] for k in ("endpoint", "concurrency", "requests", "rps", "p50_ms", "p99_ms", "max_ms", "non_2xx",
-                               "transport_errors", "error_detail", "client_cpu_s")}
+                               "refused_429", "transport_errors", "error_detail", "client_cpu_s")}
             for r in wrk.matrix({"service": server}, ps, bodies, cells, seconds)]
 
 
 async def flood(url: str, mix: list, endpoint: str, rate_multiple: float, seconds: float, capacity_clients: list[int],
-                capacity_seconds: float, queue_target_s: float) -> dict:
+                capacity_seconds: float, queue_target_s: float, sources: int = 1000) -> dict:
     single = await Driver(url, mix).run(capacity_seconds, clients=1)
     service_s = single.summary()["ok_latency_ms"]
     capacity = {}
@@ -83,6 +98,16 @@ async def flood(url: str, mix: list, endpoint: str, rate_multiple: float, second
         "goals": {"goodput_fraction": GOODPUT, "admitted_p99_ms": round(admitted_goal_ms, 2),
                   "refused_p99_and_max_ms": REFUSAL_MS, "recovery_s": RECOVER_S},
     }
+    print(f"Retry-After: the same flood from {sources} clients that honour it", flush=True)
+    await asyncio.sleep(2)  # let the worker finish what the first flood left
+    polite = Driver(url, mix, seed=3, honour_retry_after=True)
+    records = await polite.run(seconds, rate=rate, sources=sources)
+    p = records.summary()
+    polite_goodput = records.ok_done_per_s(0, polite.stopped_at)
+    result["polite_flood"] = {
+        "sources": sources, "offered_per_s": round(rate, 1), "sent_per_s": round(len(records) / seconds, 1),
+        "held_back": records.extra["held_back"], "goodput_2xx_per_s": round(polite_goodput, 1),
+        "goodput_fraction": round(polite_goodput / best, 3) if best else None, **p}
     f, refused = result["flood"], s["refused_latency_ms"]
     result["checks"] = {
         f"goodput >= {GOODPUT:.0%} of capacity": f["goodput_fraction"] is not None and f["goodput_fraction"] >= GOODPUT,
@@ -92,6 +117,10 @@ async def flood(url: str, mix: list, endpoint: str, rate_multiple: float, second
         "every request answered": s["transport_errors"] == 0,
         "/readyz 200 throughout": result["readyz"]["not_200"] == 0 and bool(ready),
         f"normal again within {RECOVER_S:g} s": recovered_after is not None and recovered_after <= RECOVER_S,
+        f"clients honouring Retry-After: goodput >= {GOODPUT:.0%} of capacity":
+            result["polite_flood"]["goodput_fraction"] is not None and result["polite_flood"]["goodput_fraction"] >= GOODPUT,
+        "clients honouring Retry-After send less than they are asked to":
+            result["polite_flood"]["held_back"] > 0 and p["refused_429"] < s["refused_429"],
     }
     return result
 
@@ -105,12 +134,16 @@ def run(server: Server, args) -> dict:
     print("2. service time, capacity, flood, recovery (Python driver)", flush=True)
     queue_target_s = service_settings()["settings"]["queue_target_s"]
     result.update(go(flood(server.url, payloads.mix_or_endpoint(args.endpoint), args.endpoint, args.rate_multiple,
-                           args.seconds, args.capacity_clients, args.capacity_seconds, queue_target_s)))
+                           args.seconds, args.capacity_clients, args.capacity_seconds, queue_target_s, args.sources)))
     if "closed_loop" in result:
         rows = result["closed_loop"]
-        result["checks"] = {"closed loop: no non-2xx answer": sum(r["non_2xx"] for r in rows) == 0,
+        costless = refusals_cost_no_goodput(rows)
+        result["checks"] = {"closed loop: no answer but 2xx or 429": sum(r["non_2xx"] - r["refused_429"] for r in rows) == 0,
                             "closed loop: no transport error": sum(r["transport_errors"] for r in rows) == 0,
+                            f"closed loop: refusals cost no goodput (>= {GOODPUT:.0%} of the endpoint's best)":
+                                all(costless.values()),
                             **result["checks"]}
+        result["closed_loop_refusals"] = sum(r["refused_429"] for r in rows)
     return result
 
 
@@ -123,20 +156,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="length of the flood")
     parser.add_argument("--capacity-clients", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--capacity-seconds", type=float, default=10, help="per capacity (and service time) run")
+    parser.add_argument("--sources", type=int, default=1000, help="clients of the Retry-After flood (step 5)")
     parser.add_argument("--wrk-seconds", type=float, default=5, help="per closed-loop wrk cell (0: skip step 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--digits64-concurrency", type=int, nargs="*", default=[16])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run "
+                        "(1 on two cores: a host half as fast); started and stopped here")
     parser.add_argument("--out", help="JSON results file (default harness/results/overload-<date>.json)")
     args = parser.parse_args(argv)
     if args.wrk_seconds > 0:
         wrk.wrk_path()
+    with cpu_hogs(args.hogs):
+        return run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> int:
     if args.url:
         result = run(Server.external(args.url), args)
     else:
         with serving(workers=args.workers) as server:
             result = run(server, args)
             result["checks"]["ready at the end"] = server.ready()
+    result["cpu_hogs"] = args.hogs
     result["passed"] = all(result["checks"].values())
     return finish("overload", result, args.out, hide=("closed_loop", "recovery", "capacity_by_clients", "flood_not_2xx_first_100"),
                   service=service_settings(workers=args.workers, url=args.url))

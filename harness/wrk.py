@@ -33,6 +33,7 @@ class Result:
     max_ms: float
     mean_ms: float
     non_2xx: int  # answers with status >= 400
+    refused_429: int  # of which 429 (admission refused)
     transport_errors: int  # connect + read + write + timeout: no answer
     error_detail: dict
     client_cpu_s: float  # wrk's own user+system CPU: what the load generator took from the cores
@@ -77,7 +78,7 @@ def run(url: str, payload: Payload, body_file: Path, concurrency: int, seconds: 
         side=side, endpoint=payload.name, concurrency=concurrency, seconds=round(secs, 3),
         requests=data["requests"], ok_2xx=ok, rps=round(ok / secs, 1), images_per_s=round(ok * payload.images / secs, 1),
         p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"], max_ms=lat["max"], mean_ms=round(lat["mean"], 3),
-        non_2xx=errors["status"], transport_errors=sum(v for k, v in errors.items() if k != "status"),
+        non_2xx=errors["status"], refused_429=data["refused"], transport_errors=sum(v for k, v in errors.items() if k != "status"),
         error_detail=errors, client_cpu_s=round(usage.ru_utime + usage.ru_stime, 3), server_cpu_s=round(server_cpu, 3),
     )
 

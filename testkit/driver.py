@@ -1,5 +1,10 @@
 """The Python load driver: open loop (arrivals at scheduled times, fixed rate or Poisson) or closed loop (N clients back to back), HTTP/1.1 on uvloop.
 
+Open loop with `sources`: the arrivals come from that many independent clients (each arrival from one drawn at
+random); with `honour_retry_after`, a client refused with 429 sends nothing for the Retry-After seconds the
+answer gives (its arrivals meanwhile are held back: counted, not sent), as HTTP asks of clients. A closed-loop
+client with `honour_retry_after` likewise waits Retry-After before it sends again.
+
 Requests are pre-built bytes written on a pool of keep-alive connections that grows as needed (up to
 `max_connections`); answers are parsed by httptools (status line and length only). Open loop: a request
 is sent at its arrival time whether or not earlier ones were answered; when no connection is free one
@@ -49,8 +54,16 @@ class _Connection(asyncio.Protocol):
         self.driver = driver
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.current: tuple[int, float, float] | None = None  # (request index, scheduled, sent)
+        self.current: tuple[int, float, float, int] | None = None  # (request index, scheduled, sent, source)
         self.idle_since = 0.0
+        self.retry_after: float | None = None  # of the answer being parsed
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            try:
+                self.retry_after = float(value)
+            except ValueError:
+                self.retry_after = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -64,7 +77,8 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def on_message_complete(self) -> None:
-        self.driver._answered(self, self.parser.get_status_code(), self.parser.should_keep_alive())
+        retry_after, self.retry_after = self.retry_after, None
+        self.driver._answered(self, self.parser.get_status_code(), self.parser.should_keep_alive(), retry_after)
 
     def connection_lost(self, exc) -> None:
         self.driver._lost(self)
@@ -74,7 +88,8 @@ class Driver:
     """Drive `url` with requests drawn from `mix` ((payload, weight) pairs); `run()` returns the records."""
 
     def __init__(self, url: str, mix: list[tuple[Payload, float]], *, max_connections: int = MAX_CONNECTIONS,
-                 timeout: float = 30.0, seed: int = 0, backoff_429: float = 0.0, error_pause: float = 0.05):
+                 timeout: float = 30.0, seed: int = 0, backoff_429: float = 0.0, error_pause: float = 0.05,
+                 honour_retry_after: bool = False):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
         payloads = [p for p, _ in mix]
@@ -86,6 +101,9 @@ class Driver:
         self.max_connections, self.timeout = max_connections, timeout
         self.backoff_429 = backoff_429  # closed loop: a polite client pauses after "too many requests"
         self.error_pause = error_pause  # ... and after no answer, rather than spin on a dead server
+        self.honour_retry_after = honour_retry_after
+        self.quiet_until: list[float] = []  # open loop with sources: when each source may send again
+        self.held_back = 0  # open-loop arrivals not sent: their source was waiting out a Retry-After
         self.rows: list[tuple] = []
         self.idle: list[_Connection] = []  # a stack: the most recently used first, the rest may time out
         self.busy: set[_Connection] = set()
@@ -102,15 +120,15 @@ class Driver:
     def _pick(self) -> int:
         return min(bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1]), len(self.raw) - 1)
 
-    def _dispatch(self, index: int, scheduled: float) -> None:
+    def _dispatch(self, index: int, scheduled: float, source: int = -1) -> None:
         while self.idle:
             conn = self.idle.pop()
             if monotonic() - conn.idle_since > IDLE_REUSE_S:  # about to be closed by the server: drop it
                 conn.transport.close()  # connection_lost then takes it out of the count
                 continue
-            self._send(conn, index, scheduled)
+            self._send(conn, index, scheduled, source)
             return
-        self.pending.append((index, scheduled))
+        self.pending.append((index, scheduled, source))
         if self.connections < self.max_connections and self.opening < len(self.pending):
             self._open()
 
@@ -127,14 +145,14 @@ class Driver:
             self.opening -= 1
             self.connections -= 1
             if self.pending:
-                index, scheduled = self.pending.popleft()
+                index, scheduled, _ = self.pending.popleft()
                 self._record(index, scheduled, monotonic(), monotonic(), 0, CONNECT)
             return
         self.opening -= 1
         self._free(conn)
 
-    def _send(self, conn: _Connection, index: int, scheduled: float) -> None:
-        conn.current = (index, scheduled, monotonic())
+    def _send(self, conn: _Connection, index: int, scheduled: float, source: int = -1) -> None:
+        conn.current = (index, scheduled, monotonic(), source)
         self.busy.add(conn)
         conn.transport.write(self.raw[index])
 
@@ -145,20 +163,24 @@ class Driver:
             conn.idle_since = monotonic()
             self.idle.append(conn)
 
-    def _finish(self, conn: _Connection, status: int, error: int = 0, reuse: bool = False) -> None:
+    def _finish(self, conn: _Connection, status: int, error: int = 0, reuse: bool = False,
+                retry_after: float | None = None) -> None:
         """The request on `conn` is over (answered, or failed with `error`); `reuse`: the connection is free."""
         now = monotonic()
-        index, scheduled, sent = conn.current
+        index, scheduled, sent, source = conn.current
         conn.current = None
         self.busy.discard(conn)
         if reuse:
             self._free(conn)  # before a closed-loop client sends again, so that it finds this connection
-        self._record(index, scheduled, sent, now, status, error)
+        wait = retry_after if self.honour_retry_after and status == 429 and retry_after else 0.0
+        if wait and source >= 0:
+            self.quiet_until[source] = max(self.quiet_until[source], now + wait)
+        self._record(index, scheduled, sent, now, status, error, wait)
 
-    def _answered(self, conn: _Connection, status: int, keep_alive: bool) -> None:
+    def _answered(self, conn: _Connection, status: int, keep_alive: bool, retry_after: float | None = None) -> None:
         if not keep_alive:
             conn.transport.close()
-        self._finish(conn, status, reuse=keep_alive)
+        self._finish(conn, status, reuse=keep_alive, retry_after=retry_after)
 
     def _lost(self, conn: _Connection) -> None:
         self.connections -= 1
@@ -169,10 +191,11 @@ class Driver:
         if self.pending and self.connections < self.max_connections and self.opening < len(self.pending):
             self._open()
 
-    def _record(self, index: int, scheduled: float, sent: float, done: float, status: int, error: int) -> None:
+    def _record(self, index: int, scheduled: float, sent: float, done: float, status: int, error: int,
+                retry_after: float = 0.0) -> None:
         self.rows.append((self.kind_of[index], scheduled - self.t0, sent - self.t0, done - self.t0, status, error))
         if self.closed_loop and self.sending:
-            pause = self.backoff_429 if status == 429 else self.error_pause if status == 0 else 0.0
+            pause = (retry_after or self.backoff_429) if status == 429 else self.error_pause if status == 0 else 0.0
             if pause:
                 self.loop.call_later(pause, self._client_again)
             else:
@@ -185,7 +208,11 @@ class Driver:
     def _tick(self) -> None:
         now = monotonic()
         while self.sending and self.next_at <= now and self.next_at < self.end:
-            self._dispatch(self._pick(), self.next_at)
+            source = self.rng.randrange(len(self.quiet_until)) if self.quiet_until else -1
+            if source >= 0 and self.quiet_until[source] > self.next_at:
+                self.held_back += 1  # this client is waiting out a Retry-After: it does not send
+            else:
+                self._dispatch(self._pick(), self.next_at, source)
             self.next_at += self.rng.expovariate(self.rate) if self.poisson else 1.0 / self.rate
         if self.sending and self.next_at < self.end:
             self.loop.call_later(max(self.next_at - monotonic(), TICK_S), self._tick)
@@ -202,10 +229,12 @@ class Driver:
     # ---- a run ----------------------------------------------------------------------------------
 
     async def run(self, seconds: float, *, rate: float | None = None, clients: int = 0, poisson: bool = False,
-                  prewarm: int = 0, drain: float | None = None) -> Records:
-        """Open loop at `rate` requests/s, or closed loop with `clients`, for `seconds`; then wait up to `drain`
-        (default: the timeout) for the answers still due. Times in the records count from the start."""
+                  prewarm: int = 0, drain: float | None = None, sources: int = 0) -> Records:
+        """Open loop at `rate` requests/s (from `sources` clients, 0: one anonymous stream), or closed loop with
+        `clients`, for `seconds`; then wait up to `drain` (default: the timeout) for the answers still due. Times in
+        the records count from the start; `extra["held_back"]` counts arrivals not sent for a Retry-After."""
         self.loop = asyncio.get_running_loop()
+        self.quiet_until = [0.0] * sources
         self.stopped_sending = asyncio.Event()
         self.connections += prewarm
         self.opening += prewarm
@@ -236,14 +265,14 @@ class Driver:
             self._finish(conn, 0, UNANSWERED)
             conn.transport.abort()
         while self.pending:
-            index, scheduled = self.pending.popleft()
+            index, scheduled, _ = self.pending.popleft()
             self._record(index, scheduled, now, now, 0, UNANSWERED)
         self.done = True
         for conn in list(self.idle):
             conn.transport.close()
         cpu = sum(proc.cpu_times()[:2]) - cpu0
         return Records.from_rows(self.kinds, self.rows, seconds, client_cpu_s=cpu, client_wall_s=monotonic() - self.t0,
-                                 max_connections=self.max_seen)
+                                 max_connections=self.max_seen, extra={"held_back": self.held_back})
 
 
 def go(coroutine):

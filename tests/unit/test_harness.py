@@ -54,6 +54,16 @@ def test_open_loop_counts_refusals_apart_and_sends_on_schedule(trivial):
     assert s["client"]["cpu_s"] > 0 and s["client"]["send_lag_ms"]["p99"] < 100
 
 
+def test_clients_that_honour_retry_after_hold_back_what_they_would_have_sent(trivial):
+    """Every 4th request is refused with Retry-After: 1; 20 polite sources each wait a second after their refusal."""
+    polite = go(Driver(trivial, payloads.mix_or_endpoint("temperature"), honour_retry_after=True).run(2.0, rate=400,
+                                                                                                      sources=20))
+    rude = go(Driver(trivial, payloads.mix_or_endpoint("temperature")).run(2.0, rate=400, sources=20))
+    assert rude.extra["held_back"] == 0 and 795 <= len(rude) <= 801
+    assert polite.extra["held_back"] > 400 and len(polite) + polite.extra["held_back"] == len(rude)
+    assert polite.summary()["refused_429"] < rude.summary()["refused_429"] / 2
+
+
 def test_closed_loop_keeps_n_requests_in_flight(trivial):
     records = go(Driver(trivial, payloads.request_mix()).run(0.5, clients=4))
     assert len(records) > 100 and records.max_connections <= 4
