@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from starlette.datastructures import UploadFile
 
 import artifacts
+from service.api import shapes
 
 MAX_READINGS = artifacts.TEMPERATURE.max_rows
 MAX_IMAGES = artifacts.DIGITS.max_rows
@@ -61,16 +62,15 @@ def check_shape(image: Any, where: str) -> None:
 
     A flat list of 784 numbers is refused (its row order would be a guess).
     """
-    if not isinstance(image, list):
-        raise ValueError(f"{where}: expected a list of {SIDE} rows, got {type(image).__name__}")
-    if len(image) == SIDE * SIDE and not isinstance(image[0], list):
+    if isinstance(image, list) and len(image) == SIDE * SIDE and not isinstance(image[0], list):
         raise ValueError(f"{where}: got a flat list of {SIDE * SIDE} numbers; send {SIDE} rows of {SIDE} numbers")
-    if len(image) != SIDE:
-        raise ValueError(f"{where}: expected {SIDE} rows, got {len(image)}")
-    for r, row in enumerate(image):
-        if not isinstance(row, list) or len(row) != SIDE:
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise ValueError(f"{where}: row {r} has {got}, expected {SIDE} values")
+    try:
+        shapes.flatten(image, (SIDE, SIDE))
+    except shapes.ShapeMismatch as e:
+        if not e.path:
+            got = len(e.got) if isinstance(e.got, list) else e.got_text()
+            raise ValueError(f"{where}: expected {SIDE} rows, got {got}") from None
+        raise ValueError(f"{where}: row {e.path[0]} has {e.got_text('values')}, expected {SIDE} values") from None
 
 
 Pixel = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 import artifacts
+from service.api import shapes
 from service.api.errors import describe
 from service.v2 import schemas as s
 
@@ -91,17 +92,12 @@ def leaves(data: list, shape: list[int], where: str) -> list:
         if len(data) != total:
             fail(f"{where}: {len(data)} values, but shape {shape} needs {total}")
         return data
-    level = [data]
-    for depth, size in enumerate(shape):
-        below: list = []
-        for i, node in enumerate(level):
-            if not isinstance(node, list) or len(node) != size:
-                got = f"{len(node)} items" if isinstance(node, list) else kind(node)
-                fail(f"{where}{position(i, shape[:depth])}: nested data must follow shape {shape}: "
-                     f"expected a list of {size} items here, got {got}")
-            below.extend(node)
-        level = below
-    return level
+    try:
+        return shapes.flatten(data, shape)
+    except shapes.ShapeMismatch as e:
+        got = e.got_text() if isinstance(e.got, list) else kind(e.got)
+        fail(f"{where}{''.join(f'[{i}]' for i in e.path)}: nested data must follow shape {shape}: "
+             f"expected a list of {e.expected} items here, got {got}")
 
 
 def position(i: int, shape: list[int] | None) -> str:
