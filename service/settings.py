@@ -23,7 +23,7 @@ class Settings:
     backend: str = _env("SERVICE_BACKEND", "onnx (ONNX Runtime) or torchscript (needs torch)", default="onnx")
     device: str = _env("SERVICE_DEVICE", "auto (CUDA when the backend can use it, else CPU), cpu or cuda",
                        default="auto")
-    # 1, not ONNX Runtime's one per core: the event loop needs a core of its own (docs/reliability.md).
+    # 1, not ONNX Runtime's one per core: the event loop needs a core of its own (docs/decisions/one-intra-op-thread.md).
     threads: int = _env("SERVICE_THREADS", "intra-op threads per model call; 0 = the library's default (one per core)",
                         default=1)
     max_batch: int = _env("SERVICE_MAX_BATCH", "most images per digit-model call; concurrent requests share calls",

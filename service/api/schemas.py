@@ -182,7 +182,7 @@ class Upload(pathlib.PurePosixPath):
 
     BentoML takes any field typed as a path as a multipart file upload, and for ``pathlib.Path`` writes
     each upload to a new temporary file, which is listed and deleted after the request: ~40 % of an
-    upload request's time on the event loop (measured, docs/benchmarks.md). This path type keeps the
+    upload request's time on the event loop (docs/decisions/uploads-in-memory.md). This path type keeps the
     bytes that Starlette has already read into memory instead. A client may still pass a local file's path.
     """
 

@@ -3,7 +3,7 @@
 Why not BentoML's ``batchable=True``: a batchable API takes exactly one argument and is its own HTTP
 endpoint; our typed endpoints (``/digit`` with ``max_value``, ``/digits``, ``/digit/image``, the v2
 protocol) reach it only through BentoML's in-process HTTP proxy, which serialises every image to JSON
-and back and runs the whole middleware stack a second time (measured in docs/benchmarks.md).
+and back and runs the whole middleware stack a second time (docs/decisions/batching.md).
 
 How it batches (no timer, no ``max_latency``): a call puts its images in a queue and awaits them. If
 the model is idle, a drain task starts at once; it runs on the event loop's next turn, so the calls

@@ -44,7 +44,7 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle intra-op threads sleep instead of spinning after each run: a server calls run() a few
         # times per request, and spinning threads took ~30 % more CPU per request from the event loop
-        # (and other workers) for no gain in throughput (harness/README.md).
+        # (and other workers) for no gain in throughput (docs/decisions/one-intra-op-thread.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
