@@ -13,13 +13,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 from urllib.parse import urlsplit
 
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER_MARK = "_bentoml_impl.worker.service"  # in the command line of BentoML's request-serving processes
+WORKER_MARK = "_bentoml_impl.worker.service"
+PORT_RETRIES = 3  # in the command line of BentoML's request-serving processes
 
 
 class ServerFailed(RuntimeError):
@@ -55,6 +56,7 @@ class Server:
     log_file: IO[str] | None  # stdout and stderr (opened w+: seek(0) and read() to see it)
     started: float = field(default_factory=time.perf_counter)
     host: str = "127.0.0.1"
+    respawn: Callable[[int], subprocess.Popen] | None = None  # starts the same server on another port
 
     @classmethod
     def external(cls, url: str) -> "Server":
@@ -120,9 +122,20 @@ class Server:
             return False
 
     def wait_ready(self, timeout: float = 120, poll: float = 0.02) -> float:
-        """Seconds from process start until GET /readyz answered 200 (polled every `poll` s); ServerFailed if never."""
+        """Seconds from process start until GET /readyz answered 200 (polled every `poll` s); ServerFailed if never.
+
+        A server that lost its port to another process between free_port() and its bind (BentoML's supervisor
+        picks its own ports the same way) is started again on another port, up to PORT_RETRIES times."""
         deadline = time.perf_counter() + timeout
+        retries = PORT_RETRIES
         while not self.ready(timeout=2):
+            if self.proc.poll() is not None and retries and self.respawn and "Address already in use" in self.log():
+                retries -= 1
+                self.port = free_port()
+                self.log_file.seek(0)
+                self.log_file.truncate()
+                self.proc = self.respawn(self.port)
+                continue
             if self.proc.poll() is not None or time.perf_counter() > deadline:
                 raise ServerFailed(f"{self.name} ({' '.join(self.proc.args)}) did not become ready:\n{self.log()[-4000:]}")
             time.sleep(poll)
@@ -152,11 +165,16 @@ class Server:
         self.log_file.close()
 
 
-def _spawn(name: str, cmd: list[str], cwd: Path, env: dict[str, str], port: int, logdir: Path) -> Server:
+def _spawn(name: str, cmd: Callable[[int], list[str]], cwd: Path, env: dict[str, str], port: int,
+           logdir: Path) -> Server:
+    """Start `cmd(port)` in its own process group, its output to a log file in `logdir`."""
     log = open(logdir / f"{name}-{port}.log", "w+")
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return Server(name, proc, port, log, started)
+
+    def start(port: int) -> subprocess.Popen:
+        return subprocess.Popen(cmd(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    return Server(name, start(port), port, log, started, respawn=start)
 
 
 def parse_env(pairs: list[str] | None) -> dict[str, str]:
@@ -184,19 +202,21 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
     full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     if options := config_options(full_env.get("BENTOML_CONFIG_OPTIONS", ""), workers, bentoml_config):
         full_env["BENTOML_CONFIG_OPTIONS"] = options
-    port = free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    return _spawn("service", cmd, Path(cwd), full_env, port, logdir or home)
+    def cmd(port: int) -> list[str]:
+        return [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+
+    return _spawn("service", cmd, Path(cwd), full_env, free_port(), logdir or home)
 
 
 def start_baseline(workers: int = 1, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
     """uvicorn serving harness.baseline:app with `workers` workers, access log off, on the service's stack (httptools, asyncio's loop)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "harness.baseline:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--no-access-log", "--log-level", "warning", "--http", "httptools",
-           "--loop", "asyncio"]
+    def cmd(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "harness.baseline:app", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--no-access-log", "--log-level", "warning", "--http", "httptools",
+                "--loop", "asyncio"]
+
     full_env = {**os.environ, **(env or {})}
-    return _spawn("baseline", cmd, REPO, full_env, port, logdir or Path(tempfile.mkdtemp(prefix="harness-logs-")))
+    return _spawn("baseline", cmd, REPO, full_env, free_port(), logdir or Path(tempfile.mkdtemp(prefix="harness-logs-")))
 
 
 @contextlib.contextmanager
