@@ -6,11 +6,12 @@
 #   2. builds the base image BentoML's Dockerfile names (python:3.11-slim) locally from Debian
 #      bookworm (deploy/base-image.sh), cached in buildah's storage;
 #   3. `bentoml build` in a throw-away BENTOML_HOME, then builds BentoML's generated Dockerfile
-#      with `buildah bud`, minus the compilers it would install (default), or runs the unmodified
-#      `bentoml containerize --backend buildah` (--stock);
-#   4. runs the image (buildah run, chroot isolation, host network, bound to 127.0.0.1), waits for
-#      /readyz and checks a temperature and four digit predictions (one by the distilled model); checks torch is NOT in the
-#      image (unless the Bento's requirements name torch);
+#      with `buildah bud`, minus the compilers it would install and with a numeric USER (default),
+#      or runs the unmodified `bentoml containerize --backend buildah` (--stock);
+#   4. runs the image the way deploy/k8s/deployment.yaml does, as far as buildah's chroot isolation
+#      allows (see step 4 below), waits for /readyz and checks a temperature and four digit
+#      predictions (one by the distilled model); checks torch is NOT in the image (unless the
+#      Bento's requirements name torch);
 #   5. prints the image size and the build time.
 #
 # Details and a recorded run: docs/deploy.md.  Run `deploy/container.sh --help`.
@@ -39,7 +40,10 @@ Usage: deploy/container.sh [options]
 Builds the Bento (bentofile.yaml) into an OCI image with buildah, then serves it and checks
 /readyz, /temperature, /digit and /digit/image.  Needs root; no Docker engine.
 By default BentoML's generated Dockerfile is built without its 'build-essential git' packages
-(every serving dependency is a binary wheel): about 475 MB instead of about 820 MB.
+(every serving dependency is a binary wheel): about 520 MB instead of about 820 MB; and its USER
+is made numeric (uid:gid), as Kubernetes' runAsNonRoot needs.  The smoke test runs the image as
+deploy/k8s/deployment.yaml does: its user, env, args and volumes, a read-only root filesystem,
+no capabilities, no_new_privs.
 
   --port N            port the smoke test serves on, on 127.0.0.1 (default $PORT)
   --tag NAME:TAG      image name (default thermo-digits:<bento version>)
@@ -127,12 +131,21 @@ if [[ $(base_id) == "$base_before" ]]; then base_note="cached"; else base_note="
 WORK=$(mktemp -d /tmp/thermo-digits-deploy.XXXXXX)
 CTR=""
 SERVER_PID=""
+ROOTFS=""
 cleanup() {
     local rc=$?
     stop_server
+    unmount_rootfs
     [[ -n $CTR ]] && buildah rm "$CTR" >/dev/null 2>&1
     rm -rf "$WORK"
     exit "$rc"
+}
+unmount_rootfs() {
+    # Undo make_rootfs_read_only, innermost first; `buildah rm` then unmounts the container itself.
+    [[ -n $ROOTFS ]] || return 0
+    if mountpoint -q "$ROOTFS/run"; then umount "$ROOTFS/run"; fi
+    if mountpoint -q "$ROOTFS"; then umount "$ROOTFS"; fi
+    ROOTFS=""
 }
 descendants() {
     local p
@@ -158,6 +171,127 @@ stop_server() {
     [[ -z $alive ]] || kill -KILL $alive 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
+}
+# What deploy/k8s/deployment.yaml asks of the container runtime, one "KIND VALUE..." line each:
+# uid, gid, arg, env NAME=VALUE, emptydir PATH, secret PATH FILE MODE.
+pod_plan() {
+    "$(dirname "$BENTOML")/python" - "$DEPLOY_DIR/k8s/deployment.yaml" <<'EOF'
+import sys, yaml
+deployment = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Deployment")
+spec = deployment["spec"]["template"]["spec"]
+pod, container = spec.get("securityContext", {}), spec["containers"][0]
+volumes = {v["name"]: v for v in spec.get("volumes", [])}
+print("uid", pod.get("runAsUser", ""))
+print("gid", pod.get("runAsGroup", pod.get("runAsUser", "")))
+for arg in container.get("args", []):
+    print("arg", arg)
+for e in container.get("env", []):
+    if "value" in e:
+        print("env", f"{e['name']}={e['value']}")
+for m in container.get("volumeMounts", []):
+    v = volumes[m["name"]]
+    if "emptyDir" in v:
+        print("emptydir", m["mountPath"])
+    elif "secret" in v:
+        for item in v["secret"].get("items") or [{"path": "tokens"}]:
+            print("secret", m["mountPath"], item["path"], format(v["secret"].get("defaultMode", 0o644), "o"))
+EOF
+}
+read_pod_plan() {
+    local kind a b c
+    POD_UID="" POD_GID="" pod_args=() env_args=() emptydirs=() secrets=()
+    while read -r kind a b c; do
+        case $kind in
+            uid) POD_UID=$a ;;
+            gid) POD_GID=$a ;;
+            arg) pod_args+=("$a") ;;
+            env) env_args+=(-e "$a") ;;
+            emptydir) emptydirs+=("$a") ;;
+            secret) secrets+=("$a $b $c") ;;
+        esac
+    done < <(pod_plan)
+    [[ $POD_UID =~ ^[0-9]+$ && $POD_UID -ne 0 && $POD_GID =~ ^[0-9]+$ ]] \
+        || die "deploy/k8s/deployment.yaml must set a numeric non-root runAsUser"
+}
+# Host folders for the pod's volumes: each emptyDir an empty 0777 folder (as the kubelet makes
+# it), each Secret a read-only folder holding a fresh random token, group fsGroup, its defaultMode.
+prepare_volumes() {
+    local n=0 path spec dir file mode
+    volume_args=() SECRET_FILES=()
+    TOKEN=$("$(dirname "$BENTOML")/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
+    for path in "${emptydirs[@]}"; do
+        n=$((n + 1)); dir=$WORK/volume-$n
+        mkdir "$dir"; chmod 0777 "$dir"
+        volume_args+=(-v "$dir:$path")
+    done
+    for spec in "${secrets[@]}"; do
+        read -r path file mode <<<"$spec"
+        n=$((n + 1)); dir=$WORK/volume-$n
+        mkdir "$dir"; chmod 0755 "$dir"
+        printf '%s\n' "$TOKEN" >"$dir/$file"
+        chgrp "$POD_GID" "$dir/$file"; chmod "$mode" "$dir/$file"
+        volume_args+=(-v "$dir:$path:ro"); SECRET_FILES+=("$path/$file")
+    done
+}
+# buildah 1.28's `run` has no --read-only, so the container's root (a plain folder with the vfs
+# driver) is bind-mounted read-only onto itself, after creating the volumes' mount points (as a
+# runtime does).  buildah must still create and delete /run/.containerenv, so /run becomes a
+# tmpfs holding a copy of the image's /run, writable by root only (the server can write there
+# only in /run/lock, 1777); check_run_untouched fails if the server left anything in it.
+make_rootfs_read_only() {
+    local path spec
+    ROOTFS=$(buildah mount "$CTR")
+    for path in "${emptydirs[@]}"; do mkdir -p "$ROOTFS$path"; done
+    for spec in "${secrets[@]}"; do mkdir -p "$ROOTFS${spec%% *}"; done
+    mkdir "$WORK/image-run"
+    cp -a "$ROOTFS/run/." "$WORK/image-run/"
+    mount --bind "$ROOTFS" "$ROOTFS"
+    mount -o remount,bind,ro "$ROOTFS"
+    mount -t tmpfs -o mode=0755,size=1m tmpfs "$ROOTFS/run"
+    cp -a "$WORK/image-run/." "$ROOTFS/run/"
+    touch "$ROOTFS/run/.containerenv"
+    (cd "$ROOTFS/run" && find . | sort) >"$WORK/run-before"
+}
+check_run_untouched() {
+    local left
+    left=$(cd "$ROOTFS/run" && find . | sort | comm -13 "$WORK/run-before" -)
+    [[ -z $left ]] || die "the server wrote to /run, read-only in the pod: $left"
+}
+# Every process of the server -- chrooted into the container's root, and not buildah's own
+# buildah-chroot-exec -- runs as the pod's user, with no effective or permitted capabilities,
+# no_new_privs and a seccomp filter (chroot isolation shares the host's pid namespace, so /proc
+# here shows them).  Waits until `bentoml serve` has started its worker.
+check_server_processes() {
+    local p found=0 deadline=$(($(date +%s) + READY_TIMEOUT)) root
+    root=$(stat -c %d:%i "$ROOTFS")
+    image_pids() {
+        for p in $(descendants "$SERVER_PID"); do
+            [[ $(stat -L -c %d:%i "/proc/$p/root" 2>/dev/null) == "$root" ]] || continue
+            [[ $(readlink "/proc/$p/exe" 2>/dev/null) == /memfd:buildah-chroot-exec* ]] && continue
+            echo "$p"
+        done
+    }
+    until [[ $(image_pids | wc -l) -ge 2 ]]; do
+        kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 40 "$WORK/server.log" >&2; die "the server exited"; }
+        [[ $(date +%s) -lt $deadline ]] || die "no worker process after ${READY_TIMEOUT} s"
+        sleep 1
+    done
+    for p in $(image_pids); do
+        found=$((found + 1))
+        awk -v uid="$POD_UID" -v gid="$POD_GID" -v nnp="${#setpriv[@]}" '
+            /^Uid:/ { ok_uid = ($2 == uid && $3 == uid && $4 == uid && $5 == uid) }
+            /^Gid:/ { ok_gid = ($2 == gid && $3 == gid && $4 == gid && $5 == gid) }
+            /^CapPrm:/ { ok_prm = ($2 ~ /^0+$/) }
+            /^CapEff:/ { ok_eff = ($2 ~ /^0+$/) }
+            /^NoNewPrivs:/ { ok_nnp = (nnp == 0 || $2 == 1) }
+            /^Seccomp:/ { ok_sec = ($2 == 2) }
+            END { exit !(ok_uid && ok_gid && ok_prm && ok_eff && ok_nnp && ok_sec) }
+        ' "/proc/$p/status" || {
+            grep -E '^(Name|Uid|Gid|CapPrm|CapEff|NoNewPrivs|Seccomp):' "/proc/$p/status" >&2
+            die "server process $p does not run as the Deployment asks"
+        }
+    done
+    log "$found server processes: uid $POD_UID gid $POD_GID, no capabilities${setpriv[*]:+, no_new_privs}, seccomp filter"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM  # so that Ctrl-C also runs cleanup
@@ -200,6 +334,10 @@ EOF
     dockerfile=$WORK/context/env/docker/Dockerfile
     grep -q ' build-essential git$' "$dockerfile" || die "unexpected Dockerfile: no 'build-essential git' line to trim"
     sed -i 's/ build-essential git$/ \&\& rm -rf \/var\/lib\/apt\/lists\/*/' "$dockerfile"
+    # A numeric USER: Kubernetes' runAsNonRoot can only verify a numeric one (same uid and gid).
+    grep -q '^USER bentoml$' "$dockerfile" || die "unexpected Dockerfile: no 'USER bentoml' line"
+    # shellcheck disable=SC2016  # the Dockerfile's own ARGs, expanded by buildah
+    sed -i 's/^USER bentoml$/USER $BENTO_USER_UID:$BENTO_USER_GID/' "$dockerfile"
     log "buildah bud (Dockerfile without build-essential git) -t $TAG (takes a minute or more)"
     buildah bud --isolation chroot --format oci -f "$dockerfile" -t "$TAG" "$WORK/context" \
         >"$WORK/containerize.log" 2>&1 \
@@ -213,11 +351,34 @@ IMAGE=$TAG
 [[ $IMAGE == */* ]] || IMAGE=localhost/$IMAGE
 size=$(buildah images --format '{{.Name}}:{{.Tag}}  {{.Size}}' "$IMAGE")
 
+# The image's USER is the pod's numeric user, so that runAsNonRoot can verify it (not with --stock:
+# BentoML's Dockerfile names the user, 'bentoml'; the pod's runAsUser then decides).
+read_pod_plan
+image_user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
+if [[ $STOCK -eq 0 ]]; then
+    [[ $image_user == "$POD_UID:$POD_GID" ]] \
+        || die "image USER is '$image_user'; deploy/k8s/deployment.yaml runs $POD_UID:$POD_GID"
+    log "image USER $image_user, the uid:gid deploy/k8s/deployment.yaml runs"
+else
+    log "--stock: image USER is '$image_user'; the pod's runAsUser $POD_UID decides"
+fi
+
 # --- 4. run and check -----------------------------------------------------------------------------
+# The smoke test runs the image the way deploy/k8s/deployment.yaml runs it, as far as buildah's
+# chroot isolation allows: the pod's uid and gid, the container's args and env, a read-only root
+# filesystem, its emptyDirs as empty writable folders, its Secret as a read-only folder holding a
+# random token (sent with every request), all capabilities dropped, no_new_privs (setpriv, for
+# allowPrivilegeEscalation: false) and buildah's default seccomp filter; it then checks every
+# server process's credentials in /proc.  What it cannot check here: the NetworkPolicy, Service,
+# kubelet probes, PDB and HPA (host network, no cluster); resource limits and the emptyDir's
+# sizeLimit (no cgroups); the cluster runtime's own RuntimeDefault profile (buildah applies the
+# containers/common default profile); an empty capability bounding set (buildah's chroot keeps
+# CAP_SETUID there; the effective and permitted sets are checked to be empty); fsGroup (imitated by
+# the token file's group); the symlinked layout of a Kubernetes Secret volume.
 if [[ $SKIP_RUN -eq 0 ]]; then
     CTR=$(buildah from --name "thermo-digits-smoke-$$" "$IMAGE")
-    # The image's ENTRYPOINT, as `docker run IMAGE --port N` would run it: with flag arguments the
-    # entrypoint runs `bentoml serve <flags> $BENTO_PATH` in /app/.venv as user bentoml.
+    # The image's ENTRYPOINT with the Deployment's args: `serve` makes it run
+    # `bentoml serve <flags> $BENTO_PATH` in /app/.venv.
     entrypoint=$(buildah inspect --format '{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}' "$CTR")
     read -r -a entrypoint <<<"$entrypoint"
     [[ ${#entrypoint[@]} -gt 0 ]] || die "image $IMAGE has no ENTRYPOINT"
@@ -239,26 +400,45 @@ if [[ $SKIP_RUN -eq 0 ]]; then
     fi
     buildah run --isolation chroot "$CTR" -- python -c \
         "import sys, onnxruntime, bentoml; print('in image: python', sys.version.split()[0], '| onnxruntime', onnxruntime.__version__, '| bentoml', bentoml.__version__, '| $torch_state')"
+    setpriv=(setpriv --no-new-privs)
+    buildah run --isolation chroot "$CTR" -- setpriv --version >/dev/null 2>&1 || {
+        setpriv=()
+        log "no setpriv in the image: no_new_privs (allowPrivilegeEscalation: false) not imitated"
+    }
 
     # With host networking, a server already on this port (e.g. `make serve`) would answer the checks.
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
         die "something already listens on 127.0.0.1:$PORT; choose another --port"
     fi
-    log "serving: ${entrypoint[*]} --host 127.0.0.1 --port $PORT"
-    buildah run --isolation chroot --network host "$CTR" -- \
-        "${entrypoint[@]}" --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
+    prepare_volumes
+    make_rootfs_read_only
+    log "serving as $POD_UID:$POD_GID, read-only root, writable ${emptydirs[*]}, tokens in ${SECRET_FILES[*]} (read-only)"
+    log "  ${setpriv[*]} ${entrypoint[*]} ${pod_args[*]} --host 127.0.0.1 --port $PORT"
+    buildah run --isolation chroot --network host --user "$POD_UID:$POD_GID" --cap-drop all \
+        "${volume_args[@]}" "${env_args[@]}" "$CTR" -- \
+        "${setpriv[@]}" "${entrypoint[@]}" "${pod_args[@]}" --host 127.0.0.1 --port "$PORT" \
+        >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
+    check_server_processes
 
     # Stdlib only (run by the venv's python): readiness, then the predictions.
-    if ! "$(dirname "$BENTOML")/python" - "$PORT" "$READY_TIMEOUT" "$SERVER_PID" "$MNIST_IMAGES" <<'EOF'
+    # Tokens are enforced once the service reads SERVICE_API_TOKENS_FILE (then a request without
+    # one must get 401); the probes' routes never need one.
+    bento_src=$BENTOML_HOME/bentos/${bento_tag%%:*}/$bento_version/src
+    if grep -rqs SERVICE_API_TOKENS_FILE "$bento_src"; then auth=enforced; else auth=unsupported; fi
+    if ! SMOKE_TOKEN=$TOKEN "$(dirname "$BENTOML")/python" - "$PORT" "$READY_TIMEOUT" "$SERVER_PID" "$MNIST_IMAGES" "$auth" <<'EOF'
 import json, os, struct, sys, time, urllib.error, urllib.request, uuid, zlib
 
 port, timeout, server_pid, mnist = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+auth = sys.argv[5]
 base = f"http://127.0.0.1:{port}"
 
-def call(path, body=None, content_type="application/json"):
+def call(path, body=None, content_type="application/json", token=os.environ["SMOKE_TOKEN"]):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": content_type} if data else {})
+    headers = {"Content-Type": content_type} if data else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read()
@@ -268,7 +448,7 @@ def call(path, body=None, content_type="application/json"):
 start = time.time()
 while True:
     try:
-        if call("/readyz")[0] == 200:
+        if call("/readyz", token=None)[0] == 200:
             break
     except OSError:
         pass
@@ -282,10 +462,31 @@ while True:
 print(f"GET /readyz -> 200 after {time.time() - start:.1f} s")
 failures = []
 
+def png(side, raw, idat):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+def upload(data, filename):
+    boundary = uuid.uuid4().hex
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return form, f"multipart/form-data; boundary={boundary}"
+
 def check(ok, message):
     print(("ok   " if ok else "FAIL ") + message)
     if not ok:
         failures.append(message)
+
+check(call("/livez", token=None)[0] == 200, "GET /livez without a token -> 200")
+if auth == "enforced":
+    status, body = call("/temperature", {"readings": [35.7]}, token=None)
+    check(status == 401, f"POST /temperature without a token -> {status} (expect 401)")
+    status, body = call("/temperature", {"readings": [35.7]}, token="not-" + os.environ["SMOKE_TOKEN"])
+    check(status == 401, f"POST /temperature with a wrong token -> {status} (expect 401)")
+else:
+    print("tokens: the service does not read SERVICE_API_TOKENS_FILE yet; every request carries one anyway")
 
 status, body = call("/temperature", {"readings": [35.7]})
 celsius = json.loads(body)["celsius"][0] if status == 200 else float("nan")
@@ -320,21 +521,23 @@ if os.path.exists(mnist):
           f"model={answer.get('model')} confidence={answer.get('confidence', float('nan')):.4f}")
 
     # The same image as a PNG upload (28x28 greyscale: the service uses it unchanged).
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     raw = b"".join(b"\x00" + pixels[r * 28:(r + 1) * 28] for r in range(28))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    boundary = uuid.uuid4().hex
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"seven.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
-    status, body = call("/digit/image", form, f"multipart/form-data; boundary={boundary}")
+    status, body = call("/digit/image", *upload(png(28, raw, zlib.compress(raw)), "seven.png"))
     answer = json.loads(body) if status == 200 else {}
     check(status == 200 and answer.get("digit") == expected,
           f"POST /digit/image (same image as PNG) -> {status} digit={answer.get('digit')} "
           f"confidence={answer.get('confidence', float('nan')):.4f}")
 else:
     print(f"skip MNIST digit checks: {mnist} not found (set MNIST_IMAGES)")
+
+# An upload over 1 MB: Starlette spools it to a temporary file, i.e. the pod's /tmp emptyDir.
+side = 1232
+raw = b"".join(b"\x00" + os.urandom(side) for _ in range(side))
+big = png(side, raw, zlib.compress(raw, 0))
+status, body = call("/digit/image", *upload(big, "noise.png"))
+probs = json.loads(body).get("probabilities", []) if status == 200 else []
+check(status == 200 and len(probs) == 10,
+      f"POST /digit/image ({len(big) / 2**20:.1f} MiB PNG of noise, spooled to /tmp) -> {status}, {len(probs)} probabilities")
 
 sys.exit(f"{len(failures)} check(s) failed" if failures else 0)
 EOF
@@ -344,6 +547,12 @@ EOF
         die "smoke test failed"
     fi
     stop_server
+    check_run_untouched
+    for i in "${!emptydirs[@]}"; do
+        log "left in emptyDir ${emptydirs[$i]}: $(cd "$WORK/volume-$((i + 1))" && find . -maxdepth 2 -mindepth 1 \
+            | sed 's|^\./||; s/-[a-z0-9_]\{8\}$/-*/' | sort -u | tr '\n' ' ')"
+    done
+    unmount_rootfs
     buildah rm "$CTR" >/dev/null
     CTR=""
     log "server stopped, working container removed"
