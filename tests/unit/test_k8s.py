@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 EXAMPLE_SECRET = K8S / "example" / "api-tokens-secret.yaml"
 # The bearer-token settings (issue 26), read by the service's authentication rather than service/settings.py.
 AUTH_VARS = {"SERVICE_API_TOKENS", "SERVICE_API_TOKENS_FILE"}
