@@ -39,6 +39,7 @@ class OnnxModel:
     def __init__(self, path: Path, device: str, threads: int):
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # no usage events, and nothing written to ~/.cache (a read-only root)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
