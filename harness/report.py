@@ -75,7 +75,7 @@ def service_settings(env: dict[str, str] | None = None, workers: int = 1, bentom
     from service.settings import Settings
 
     merged = {**os.environ, **(env or {})}
-    out = {"settings": dataclasses.asdict(Settings.from_env(merged)), "workers": workers,
+    out = {"settings": Settings.from_env(merged).shown(), "workers": workers,
            "env": dict(env or {}), "bentoml_config": bentoml_config,
            "bentoml_config_env": {k: merged[k] for k in ("BENTOML_CONFIG", "BENTOML_CONFIG_OPTIONS") if k in merged}}
     if url:

@@ -11,6 +11,7 @@ import artifacts
 from service import upstream
 from service.api import routes
 from service.api.admission import Admission
+from service.api.auth import BearerAuth, Tokens
 from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.api.schemas import (
@@ -29,6 +30,7 @@ TAGS = {m.name: artifacts.store_tag(artifacts.MODELS_DIR / m.name, SETTINGS.back
 models.check({name: bentoml.models.get(tag).path for name, tag in TAGS.items()}, SETTINGS)
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
                       SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
+TOKENS = Tokens.from_settings(SETTINGS)  # None: no token needed; a bad token source stops the start here
 
 
 def with_models(cls: type) -> type:
@@ -82,9 +84,10 @@ class ThermoDigits:
                 for p in probabilities]
 
 
-upstream.install(ThermoDigits, ADMISSION, SETTINGS)  # service/upstream: every patch of upstream internals
-# Outermost first; BentoML's metrics and access log wrap both, so every refusal is counted and logged.
+upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS)  # service/upstream: every patch of upstream internals
+# Outermost first; BentoML's metrics and access log wrap them, so every refusal is counted and logged.
 ThermoDigits.add_asgi_middleware(ErrorShape)
+ThermoDigits.add_asgi_middleware(BearerAuth, tokens=TOKENS)
 ThermoDigits.add_asgi_middleware(Guard, admission=ADMISSION, accepts=routes.accepts,
                                  max_body_bytes=SETTINGS.max_body_bytes, body_timeout=SETTINGS.body_timeout_s,
                                  timeout=None)  # traffic.timeout, handed over when the app is built (upstream)

@@ -12,8 +12,9 @@ DEVICES = ("auto", "cpu", "cuda")
 MiB = 1024 * 1024
 
 
-def _env(name: str, help: str, **kwargs):
-    return field(metadata={"env": name, "help": help}, **kwargs)
+def _env(name: str, help: str, secret: bool = False, **kwargs):
+    """A setting read from `name`; a `secret` one keeps its case and is never shown (repr, reports)."""
+    return field(metadata={"env": name, "help": help, "secret": secret}, repr=not secret, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Settings:
                           default=64)
     max_body_bytes: int = _env("SERVICE_MAX_BODY_BYTES", "larger request bodies get 413 before they are parsed",
                                default=16 * MiB)
+    max_header_bytes: int = _env("SERVICE_MAX_HEADER_BYTES", "a request line and headers larger than this get 431 "
+                                 "and the connection is closed", default=32 * 1024)
     body_timeout_s: float = _env("SERVICE_BODY_TIMEOUT_S", "a body not fully received by then gets 408",
                                  default=10.0)
     queue_target_s: float = _env("SERVICE_QUEUE_TARGET_S", "above SERVICE_QUEUE_FLOOR requests held, a request "
@@ -43,6 +46,11 @@ class Settings:
                              "being received); more get 429", default=512)
     max_inflight_bytes: int = _env("SERVICE_INFLIGHT_BYTES", "request bodies a worker holds at once; a request "
                                    "past it gets 429 (bounds memory in a burst)", default=64 * MiB)
+    api_tokens: str = _env("SERVICE_API_TOKENS", "bearer tokens, separated by commas: when set, every route but "
+                           "the probes, /metrics and the web page needs Authorization: Bearer <token> (401)",
+                           secret=True, default="")
+    api_tokens_file: str = _env("SERVICE_API_TOKENS_FILE", "a file of bearer tokens, one per line (a mounted secret); "
+                                "instead of SERVICE_API_TOKENS", secret=True, default="")
     skip_patches: str = _env("SERVICE_SKIP_PATCHES", "comma-separated performance patches of upstream internals "
                              "to leave out, for A/B measurement only (service/upstream)", default="")
 
@@ -56,7 +64,10 @@ class Settings:
                 continue
             kind = type(f.default)
             try:
-                values[f.name] = raw.strip().lower() if kind is str else kind(raw)
+                if kind is str:
+                    values[f.name] = raw.strip() if f.metadata["secret"] else raw.strip().lower()
+                else:
+                    values[f.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{f.metadata['env']}={raw!r}: expected a {kind.__name__}") from None
         return cls(**values)
@@ -73,7 +84,8 @@ class Settings:
         for name in ("threads", "queue_floor"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
-        for name in ("max_batch", "max_body_bytes", "concurrency", "max_requests", "max_inflight_bytes"):
+        for name in ("max_batch", "max_body_bytes", "max_header_bytes", "concurrency", "max_requests",
+                     "max_inflight_bytes"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
         for name in ("body_timeout_s",):
@@ -81,6 +93,11 @@ class Settings:
                 fail(name, "must be > 0")
         if not self.queue_target_s >= 0:
             fail("queue_target_s", "must be >= 0")
+
+    def shown(self) -> dict[str, object]:
+        """Every setting by name, secrets as "(set)" or "" (for logs and results files)."""
+        return {f.name: ("(set)" if getattr(self, f.name) else "") if f.metadata["secret"] else getattr(self, f.name)
+                for f in dataclasses.fields(self)}
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:

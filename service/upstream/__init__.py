@@ -8,7 +8,7 @@ cannot be told from noise is removed. Delete a patch when its test says upstream
 
 | patch | upstream target | why |
 | --- | --- | --- |
-| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]`` (subclass overriding ``HttpToolsProtocol._start_asgi_task``); BentoML's metrics and access-log middlewares subclassed | refusals (429) cost half as much when written before the ASGI stack |
+| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]`` (subclass overriding ``HttpToolsProtocol._start_asgi_task`` and ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) cost half as much when written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) |
 | ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn: bursts of connections waited seconds |
 | ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape |
 | ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` when no tracing is configured | spans made for every request and never exported |
@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.api.admission import Admission
+from service.api.auth import Tokens
 from service.settings import Settings
 from service.upstream import bentoml_app, door, gc_tuning, log_records, multipart, openapi
 
@@ -38,7 +39,7 @@ SKIPPABLE = ("door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper
 _skipped: frozenset[str] = frozenset()
 
 
-def install(service: Any, admission: Admission, settings: Settings) -> None:
+def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings) -> None:
     """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and server."""
     global _skipped
     skip = _skipped = frozenset(filter(None, (name.strip() for name in settings.skip_patches.split(","))))
@@ -48,7 +49,7 @@ def install(service: Any, admission: Admission, settings: Settings) -> None:
     multipart.install()
     openapi.install(service)
     if "door" not in skip:
-        door.install(admission, settings.max_body_bytes)
+        door.install(admission, settings.max_body_bytes, tokens, settings.max_header_bytes)
     if "asyncio-loop" not in skip:
         door.use_asyncio_loop()
     changes = {"deadline", "request-id", "door-counters"} - skip

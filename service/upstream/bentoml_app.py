@@ -42,6 +42,7 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 
+from service.api.auth import BearerAuth
 from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.upstream.door import AccessLog, Metrics
@@ -97,7 +98,7 @@ def stack(changes: set[str] | frozenset[str] = frozenset(STACK_CHANGES)) -> tupl
             (RequestId if "request-id" in changes else OpenTelemetryMiddleware),
             (AccessLog if counted else AccessLogMiddleware),
             *(() if "deadline" in changes else (TimeoutMiddleware,)),
-            ErrorShape, Guard, ContextMiddleware)
+            ErrorShape, BearerAuth, Guard, ContextMiddleware)
 
 
 def _middlewares(self: ServiceAppFactory) -> list[Middleware]:

@@ -1,4 +1,4 @@
-"""Admission at the door: a request the worker must refuse gets its 429 from uvicorn's HTTP protocol, before any ASGI task, middleware or BentoML code runs for it.
+"""Answers at the door: a request the worker must refuse gets its 429 (or 401, 431) from uvicorn's HTTP protocol, before any ASGI task, middleware or BentoML code runs for it.
 
 Why: under an open-loop flood most requests are refused, so a refusal must cost little next to an
 answer; through the ASGI stack a 429 cost about twice as much as here (docs/decisions/door.md).
@@ -34,55 +34,94 @@ from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddle
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.admission import Admission, Ticket
+from service.api.auth import AUTHORIZED, Tokens, authorization, protects
 from service.api.errors import error_body
 from service.api.guard import TICKET, UNGUARDED, admitted_size
 
-STATUS_LINE = b"HTTP/1.1 429 Too Many Requests\r\n"
+STATUS_LINES = {401: b"HTTP/1.1 401 Unauthorized\r\n", 429: b"HTTP/1.1 429 Too Many Requests\r\n",
+                431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
+RETRY_AFTER = (b"retry-after", b"1")
 
 
 class Door(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing what the worker's Admission refuses before the request becomes an ASGI task."""
+    """uvicorn's httptools protocol, answering before a request becomes an ASGI task: 431 for oversized headers, 401
+    for a missing or wrong bearer token, 429 for what the worker's Admission refuses."""
 
-    admission: Admission | None = None  # set by install(); None: every request goes on to Guard
+    admission: Admission | None = None  # set by install(); None: every request goes on to the guard
+    tokens: Tokens | None = None  # None: no token needed
     max_body_bytes = 0
+    max_header_bytes = 0  # 0: no limit
     metrics: "Metrics | None" = None  # BentoML's middlewares of this worker, once the app is built
     access: "AccessLog | None" = None
     began = 0.0  # when the current request's first bytes were parsed (for the access log and histogram)
+    reading_head = True  # between requests, or in one's request line and headers
+    head_bytes = 0  # bytes received while reading the current head
 
     def on_message_begin(self) -> None:
         self.began = default_timer()
         super().on_message_begin()
 
+    def on_headers_complete(self) -> None:
+        self.reading_head, self.head_bytes = False, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.reading_head, self.head_bytes = True, 0
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's httptools protocol sets no limit on a request's head: a 10 MB header is read, kept and handed on.
+        # What is fed while a head is incomplete is counted after feeding (a chunk may end a head and begin a body).
+        reading = self.reading_head
+        super().data_received(data)
+        if reading and self.reading_head and self.max_header_bytes and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_header_bytes:
+                self.logger.warning("a request line and headers of more than %d bytes: answered 431",
+                                    self.max_header_bytes)
+                body = error_body(f"the request line and headers exceed {self.max_header_bytes} bytes")
+                self.transport.write(self._head(431, body, [(b"connection", b"close")]) + body)
+                self.transport.close()
+
     def _start_asgi_task(self, cycle: Any, app: Callable) -> None:
         admission, scope = self.admission, cycle.scope
+        if self.tokens is not None and protects(scope["path"]):
+            refusal = self.tokens.refusal(authorization(scope["headers"]))
+            if refusal is not None:
+                return self._answer(cycle, 401, refusal.message, [(b"www-authenticate", refusal.challenge.encode())])
+            scope[AUTHORIZED] = True
         if admission is None or scope["method"] in UNGUARDED:
             return super()._start_asgi_task(cycle, app)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)  # names are lower case
         size = admitted_size(None if length is None else int(length), self.max_body_bytes)
         if size > self.max_body_bytes:
-            return super()._start_asgi_task(cycle, app)  # Guard answers 413
+            return super()._start_asgi_task(cycle, app)  # the guard answers 413
         refusal = admission.refusal(size)
         if refusal:
-            return self._refuse(cycle, refusal)
+            return self._answer(cycle, 429, refusal, [RETRY_AFTER])
         scope[TICKET] = ticket = admission.admit(size)
         super()._start_asgi_task(cycle, functools.partial(_released, app, admission, ticket))
 
-    def _refuse(self, cycle: Any, message: str) -> None:
+    def _head(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+        head = [STATUS_LINES[status]]
+        for name, value in [*self.server_state.default_headers, (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)), *headers]:  # uvicorn's Date header first
+            head += [name, b": ", value, b"\r\n"]
+        return b"".join([*head, b"\r\n"])
+
+    def _answer(self, cycle: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """Answer `status` in the error shape without reading the body; count and log it as BentoML would."""
         body = error_body(message)
         # With "Expect: 100-continue" the client may still send the body we will never ask for: close.
         keep_alive = cycle.keep_alive and not cycle.waiting_for_100_continue
-        head = [STATUS_LINE]
-        for name, value in self.server_state.default_headers:  # uvicorn's Date header
-            head += [name, b": ", value, b"\r\n"]
-        head += [b"content-type: application/json\r\ncontent-length: ", b"%d" % len(body),
-                 b"\r\nretry-after: 1\r\n", b"" if keep_alive else b"connection: close\r\n", b"\r\n", body]
-        self.transport.write(b"".join(head))
+        self.transport.write(self._head(status, body, headers if keep_alive else [*headers, (b"connection", b"close")])
+                             + body)
         cycle.response_complete = True  # from here uvicorn discards this request's body
         cycle.keep_alive = keep_alive
         try:  # an exception here would reach httptools, which would answer 400 on an answered request
-            self._record(cycle.scope, 429, len(body), default_timer() - self.began)
+            self._record(cycle.scope, status, len(body), default_timer() - self.began)
         except Exception:
-            self.logger.exception("a refusal answered at the door was not counted or logged")
+            self.logger.exception("an answer of the door was not counted or logged")
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()  # keep-alive timer, or the next pipelined request
@@ -153,9 +192,11 @@ class AccessLog(AccessLogMiddleware):
                          ",".join(response), max(seconds, 0) * 1000)
 
 
-def install(admission: Admission, max_body_bytes: int) -> None:
-    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, refusing for `admission` (call before uvicorn.Config.load)."""
-    Door.admission, Door.max_body_bytes = admission, max_body_bytes
+def install(admission: Admission, max_body_bytes: int, tokens: Tokens | None = None, max_header_bytes: int = 0) -> None:
+    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, answering for `admission` and `tokens` (call before
+    uvicorn.Config.load)."""
+    Door.admission, Door.max_body_bytes, Door.tokens, Door.max_header_bytes = (admission, max_body_bytes, tokens,
+                                                                               max_header_bytes)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = Door  # uvicorn's import_from_string returns a class as is
 
 

@@ -16,12 +16,16 @@ def test_defaults():
 
 def test_every_field_is_read_from_its_variable():
     env = {"SERVICE_BACKEND": " TorchScript ", "SERVICE_DEVICE": "cpu", "SERVICE_THREADS": "2",
-           "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_BODY_TIMEOUT_S": "2.5",
-           "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_QUEUE_FLOOR": "7", "SERVICE_CONCURRENCY": "8",
-           "SERVICE_MAX_REQUESTS": "99",
-           "SERVICE_INFLIGHT_BYTES": "12345", "SERVICE_SKIP_PATCHES": " Door,gc "}
+           "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_MAX_HEADER_BYTES": "2000",
+           "SERVICE_BODY_TIMEOUT_S": "2.5", "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_QUEUE_FLOOR": "7",
+           "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99", "SERVICE_INFLIGHT_BYTES": "12345",
+           "SERVICE_API_TOKENS": " Abc,Def ", "SERVICE_API_TOKENS_FILE": " /run/Tokens ",
+           "SERVICE_SKIP_PATCHES": " Door,gc "}
     s = Settings.from_env(env)
-    assert s == Settings("torchscript", "cpu", 2, 32, 1000, 2.5, 0.0, 7, 8, 99, 12345, "door,gc")
+    assert s == Settings(backend="torchscript", device="cpu", threads=2, max_batch=32, max_body_bytes=1000,
+                         max_header_bytes=2000, body_timeout_s=2.5, queue_target_s=0.0, queue_floor=7, concurrency=8,
+                         max_requests=99, max_inflight_bytes=12345, api_tokens="Abc,Def", api_tokens_file="/run/Tokens",
+                         skip_patches="door,gc")
     assert {f.metadata["env"] for f in dataclasses.fields(Settings)} == set(env)  # none forgotten
 
 
@@ -42,16 +46,23 @@ def test_bad_values_name_the_variable(env, message):
     assert str(e.value) == message
 
 
+def test_secrets_keep_their_case_and_are_never_shown():
+    s = Settings.from_env({"SERVICE_API_TOKENS": "Secret-Token-0123456789"})
+    assert s.api_tokens == "Secret-Token-0123456789"
+    assert "Secret" not in repr(s) and s.shown()["api_tokens"] == "(set)" and s.shown()["api_tokens_file"] == ""
+
+
 def test_documented_lists_every_setting_with_its_default():
     rows = Settings.documented()
     assert [r[0] for r in rows] == [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[6][:2]
+    assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[7][:2]
     assert all(r[2] for r in rows)
 
 
-def test_the_readme_lists_every_setting_with_its_default():
-    from pathlib import Path
+def test_the_configuration_docs_list_every_setting_as_generated():
+    from harness import docs
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert docs.stale() == [], "run python -m harness.docs"
+    text = (docs.REPO / "docs" / "configuration.md").read_text()
     for env, default, _ in Settings.documented():
-        assert f"| `{env}` | `{default}` |" in readme, env
+        assert f"| `{env}` | {f'`{default}`' if default else '(unset)'} |" in text, env
