@@ -1,27 +1,47 @@
-// Calls to the service. Every answer is JSON; an error answer is {"error": "<one readable sentence>"},
-// and that sentence is what the page shows: the page checks nothing the server checks.
+// Calls to the service, every one through call(). Every answer is JSON; an error answer is
+// {"error": "<one readable sentence>"}, and that sentence is what the page shows: the page checks
+// nothing the server checks. When the service asks for a bearer token (401 with
+// "WWW-Authenticate: Bearer"), the user is asked for one (token.js), and the call is made again with
+// it; every call carries the token as "Authorization: Bearer <token>" once there is one.
+
+import { askForToken, currentToken } from "./token.js";
 
 export class ApiError extends Error {}
 
-export async function call(path, options = {}) {
-  let response;
+async function send(path, options, token) {
   try {
-    response = await fetch(path, options);
+    const headers = new Headers(options.headers);
+    if (token) headers.set("authorization", `Bearer ${token}`);
+    return await fetch(path, { ...options, headers });
   } catch (e) {
     throw new ApiError(`The service could not be reached (${e.message}).`);
   }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    // not JSON: handled below
-  }
-  if (!response.ok) {
+}
+
+function asksForBearerToken(response) {
+  return response.status === 401 && /^\s*bearer\b/i.test(response.headers.get("www-authenticate") || "");
+}
+
+export async function call(path, options = {}) {
+  for (;;) {
+    const token = currentToken();
+    const response = await send(path, options, token);
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // not JSON: handled below
+    }
     const said = body && typeof body.error === "string" ? body.error : `The service answered HTTP ${response.status}.`;
-    throw new ApiError(said);
+    if (asksForBearerToken(response)) {
+      // A token given meanwhile (another call asked) is tried at once; else the user is asked.
+      if (currentToken() === token && !(await askForToken(said))) throw new ApiError(said);
+      continue;
+    }
+    if (!response.ok) throw new ApiError(said);
+    if (body === null) throw new ApiError("The service's answer was not JSON.");
+    return body;
   }
-  if (body === null) throw new ApiError("The service's answer was not JSON.");
-  return body;
 }
 
 export function postJSON(path, data) {
