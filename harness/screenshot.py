@@ -11,8 +11,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from harness.browser import VIEWPORT, launch, screenshot
-from harness.server import REPO, Server, serving
+from testkit.browser import VIEWPORT, launch, screenshot
+from testkit.server import REPO, Server, serving
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from harness.browser import CHART_DRAWN, CHROMIUM, IDLE, VIEWPORT, convert, draw, launch, screenshot
+from testkit.browser import CHART_DRAWN, CHROMIUM, IDLE, VIEWPORT, convert, draw, launch, screenshot
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOST = "thermo.test"
 TIMEOUT_MS = 30_000  # a busy 2-core machine
 ANSWER_WITHIN_MS = 300  # from the pen lifting to the answer on screen
