@@ -229,3 +229,23 @@ def serving(target: str = ".", cwd: Path = REPO, home: str | Path | None = None,
         yield server
     finally:
         server.stop()
+
+
+def exit_status(cwd: Path = REPO, env: dict[str, str] | None = None, within: float = 30) -> tuple[int | None, str]:
+    """`bentoml serve` from `cwd` with `env` added (a fresh model store unless BENTOML_HOME is in it): its exit
+    status, or None if it still ran `within` seconds later (then killed), and its output."""
+    full_env = {**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-exit-"),
+                "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--port", str(free_port())], cwd=cwd,
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            status = proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            status = None
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.seek(0)
+        return status, log.read()

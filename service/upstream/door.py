@@ -71,20 +71,27 @@ class Door(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's httptools protocol sets no limit on a request's head: a 10 MB header is read, kept and handed on.
-        # What is fed while a head is incomplete is counted after feeding (a chunk may end a head and begin a body).
+        # A head still incomplete after a chunk is counted (a chunk may end a head and begin a body): memory stays
+        # within the limit and a chunk; a head that arrives whole is measured in _start_asgi_task.
         reading = self.reading_head
         super().data_received(data)
         if reading and self.reading_head and self.max_header_bytes and not self.transport.is_closing():
             self.head_bytes += len(data)
             if self.head_bytes > self.max_header_bytes:
-                self.logger.warning("a request line and headers of more than %d bytes: answered 431",
-                                    self.max_header_bytes)
-                body = error_body(f"the request line and headers exceed {self.max_header_bytes} bytes")
-                self.transport.write(self._head(431, body, [(b"connection", b"close")]) + body)
-                self.transport.close()
+                self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self.logger.warning("a request line and headers of more than %d bytes: answered 431", self.max_header_bytes)
+        body = error_body(f"the request line and headers exceed {self.max_header_bytes} bytes")
+        self.transport.write(self._head(431, body, [(b"connection", b"close")]) + body)
+        self.transport.close()
 
     def _start_asgi_task(self, cycle: Any, app: Callable) -> None:
         admission, scope = self.admission, cycle.scope
+        if self.max_header_bytes and (len(self.url) + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+                                      > self.max_header_bytes):
+            cycle.response_complete = True
+            return self._head_too_large()
         if self.tokens is not None and protects(scope["path"]):
             refusal = self.tokens.refusal(authorization(scope["headers"]))
             if refusal is not None:

@@ -4,7 +4,6 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,28 +12,10 @@ from pathlib import Path
 import pytest
 
 import artifacts
-from testkit.server import free_port
+from testkit.server import exit_status
 
 REPO = Path(__file__).resolve().parents[2]
 EXIT_WITHIN_S = 30
-
-
-def serve(cwd: Path, home: str, tmp_path: Path) -> tuple[int | None, str]:
-    """`bentoml serve` from `cwd`: (its exit status, or None if it still ran after EXIT_WITHIN_S; its output)."""
-    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--port", str(free_port())], cwd=cwd, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        status = proc.wait(timeout=EXIT_WITHIN_S)
-    except subprocess.TimeoutExpired:
-        status = None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    log.seek(0)
-    return status, log.read()
 
 
 def test_a_tampered_model_in_the_store_stops_the_server(tmp_path):
@@ -45,7 +26,7 @@ def test_a_tampered_model_in_the_store_stops_the_server(tmp_path):
     name, version = artifacts.store_tag(REPO / "models" / "mnist-fc", "onnx").split(":")
     tampered = Path(home) / "models" / name / version / "model.onnx"
     tampered.write_bytes(tampered.read_bytes()[:-1] + b"\0")
-    status, text = serve(REPO, home, tmp_path)
+    status, text = exit_status(REPO, {"BENTOML_HOME": home}, EXIT_WITHIN_S)
     assert status not in (None, 0), text[-3000:]
     assert "model mnist-fc cannot be served" in text and f"{tampered}: sha256" in text, text[-3000:]
 
@@ -69,7 +50,7 @@ def test_a_model_whose_spec_does_not_fit_its_endpoint_stops_the_server(tmp_path,
     metadata["inputs"][0].update(change)
     path.unlink()
     path.write_text(json.dumps(metadata))
-    status, text = serve(repo, tempfile.mkdtemp(prefix="bentoml-home-spec-"), tmp_path)
+    status, text = exit_status(repo, within=EXIT_WITHIN_S)
     assert status not in (None, 0), text[-3000:]
     assert f"model {artifacts.MNIST_DISTILLED} cannot be served" in text and message in text, text[-3000:]
 
