@@ -54,29 +54,34 @@ class Door(HttpToolsProtocol):
     metrics: "Metrics | None" = None  # BentoML's middlewares of this worker, once the app is built
     access: "AccessLog | None" = None
     began = 0.0  # when the current request's first bytes were parsed (for the access log and histogram)
-    reading_head = True  # between requests, or in one's request line and headers
-    head_bytes = 0  # bytes received while reading the current head
+    head_open = False  # a request's line and headers are being received
+    head_bytes = 0  # bytes received while they are
+    began_here = ended_here = False  # a request began, or one ended, in the chunk being fed
 
     def on_message_begin(self) -> None:
         self.began = default_timer()
+        self.head_open, self.head_bytes, self.began_here = True, 0, True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self.reading_head, self.head_bytes = False, 0
+        self.head_open = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self.reading_head, self.head_bytes = True, 0
+        self.ended_here = True
         super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's httptools protocol sets no limit on a request's head: a 10 MB header is read, kept and handed on.
-        # A head still incomplete after a chunk is counted (a chunk may end a head and begin a body): memory stays
-        # within the limit and a chunk; a head that arrives whole is measured in _start_asgi_task.
-        reading = self.reading_head
+        # A head still open after a chunk is fed counts the chunk when the chunk is all head (it continued a head, or
+        # began one right after an earlier chunk ended a request); memory stays within the limit and two chunks. A head
+        # that arrives whole is measured in _start_asgi_task.
+        continued = self.head_open
+        self.began_here = self.ended_here = False
         super().data_received(data)
-        if reading and self.reading_head and self.max_header_bytes and not self.transport.is_closing():
-            self.head_bytes += len(data)
+        if self.head_open and self.max_header_bytes and not self.transport.is_closing():
+            if continued or not self.ended_here:
+                self.head_bytes += len(data)
             if self.head_bytes > self.max_header_bytes:
                 self._head_too_large()
 

@@ -85,9 +85,9 @@ class Recorder:
 def connection():
     """A Door (its own subclass, so tests do not share class state) on a fake transport, with a fresh Admission."""
 
-    async def make(admission: Admission, max_body: int = 1000):
-        cls = type("TestDoor", (Door,), {"admission": admission, "max_body_bytes": max_body,
-                                         "metrics": Recorder(), "access": Recorder()})
+    async def make(admission: Admission, max_body: int = 1000, max_header: int = 0, tokens=None):
+        cls = type("TestDoor", (Door,), {"admission": admission, "max_body_bytes": max_body, "max_header_bytes": max_header,
+                                         "tokens": tokens, "metrics": Recorder(), "access": Recorder()})
         app = App()
         config = uvicorn.config.Config(app, http=cls, lifespan="off", log_config=None)
         config.load()
@@ -209,6 +209,64 @@ def test_a_failure_to_count_or_log_never_breaks_the_answered_connection(connecti
 
     answers, transport = asyncio.run(run())
     assert [s for s, _, _ in answers] == [429] and not transport.closed
+
+
+def post(body: bytes, path: bytes = b"/temperature", extra: bytes = b"") -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra +
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 97])
+def test_heads_within_the_limit_pass_however_the_bytes_arrive(connection, chunks):
+    """Big bodies, several requests per chunk or a request split anywhere: only heads count."""
+    async def run():
+        protocol, transport, app = await connection(Admission(0.5, 4, 100, 10**9), max_body=10**7, max_header=1000)
+        stream = post(b"x" * 50_000) + post(b"{}") + post(b"y" * 3000)
+        size = -(-len(stream) // chunks)
+        for i in range(0, len(stream), size):
+            protocol.data_received(stream[i:i + size])
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        return responses(transport.written), transport
+
+    answers, transport = asyncio.run(run())
+    assert [s for s, _, _ in answers] == [200, 200, 200] and not transport.closed
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_head_over_the_limit_is_431_and_the_connection_closed(connection, whole):
+    async def run():
+        protocol, transport, app = await connection(Admission(0.5, 4, 100, 10**9), max_header=1000)
+        request = post(b"{}", extra=b"X-Big: " + b"a" * 2000 + b"\r\n")
+        if whole:
+            protocol.data_received(request)
+        else:  # a head that never ends: refused once it is over the limit, before it is whole
+            for i in range(0, 1500, 100):
+                protocol.data_received(request[i:i + 100])
+                if transport.closed:
+                    break
+        await asyncio.sleep(0.05)
+        return transport, app
+
+    transport, app = asyncio.run(run())
+    assert transport.written.startswith(b"HTTP/1.1 431 ") and transport.closed and app.scopes == []
+
+
+def test_a_missing_token_is_401_at_the_door_before_admission(connection):
+    from service.api.auth import Tokens
+
+    async def run():
+        admission, ticket = full()  # a worker that would refuse: the token is asked first
+        protocol, transport, app = await connection(admission, tokens=Tokens(["a-token-of-sixteen-chars"]))
+        protocol.data_received(post(b"{}"))
+        protocol.data_received(post(b"{}", extra=b"Authorization: Bearer a-token-of-sixteen-chars\r\n"))
+        await asyncio.sleep(0.05)
+        return responses(transport.written), protocol
+
+    answers, protocol = asyncio.run(run())
+    assert [s for s, _, _ in answers] == [401, 429]
+    assert answers[0][1]["www-authenticate"].startswith("bearer") and "bearer token" in json.loads(answers[0][2])["error"]
+    assert ("count", "/temperature", 401) in protocol.metrics.calls
 
 
 # What the door relies on upstream: each fails when uvicorn or BentoML change it.
