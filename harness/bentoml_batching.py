@@ -2,7 +2,7 @@
 
     .venv/bin/python -m harness.bentoml_batching [--seconds 5] [--concurrency 1 16 64]
 
-Why the service batches in process (service/batching.py): see harness/variants/bentoml_batchable.py.
+Why the service batches in process (service/inference/batching.py): see harness/variants/bentoml_batchable.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     digit = payloads.bench_payloads()["digit"]
     body = payloads.write_bodies(Path(tempfile.mkdtemp(prefix="bentoml-batching-")), {"digit": digit})["digit"]
     rows = []
-    for side, target in (("service (service/batching.py)", "."), ("BentoML batchable=True", VARIANT)):
+    for side, target in (("service (service/inference/batching.py)", "."), ("BentoML batchable=True", VARIANT)):
         s = server.start_service(target)
         try:
             s.wait_ready()

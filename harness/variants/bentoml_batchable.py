@@ -2,7 +2,7 @@
 
 A batchable API takes exactly one array argument and is its own HTTP endpoint, so the typed endpoint
 (`pixels` and `max_value`) reaches it through the service's in-process HTTP proxy (`self.to_async`).
-`python -m harness.bentoml_batching` measures this against the real service (service/batching.py).
+`python -m harness.bentoml_batching` measures this against the real service (service/inference/batching.py).
 """
 
 from __future__ import annotations
