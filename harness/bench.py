@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> None:
     path = report.save("bench", results, path, service)
     if args.markdown:
         print("6/6 report", flush=True)
-        render.write(json.loads(path.read_text()), args.markdown)
+        peers = sorted(report.RESULTS.glob("peers-*.json"))  # the newest peers run, rendered beside this one
+        render.write(json.loads(path.read_text()), args.markdown, json.loads(peers[-1].read_text()) if peers else None)
     print(f"wrote {path}{f' and {args.markdown}' if args.markdown else ''} in {results['elapsed_s']:.0f} s")
 
 

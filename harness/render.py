@@ -169,9 +169,8 @@ def markdown(results: dict) -> str:
               f"(median {statistics.median(clients):.2f}) during the runs above, taken from the same {m['cores']} cores "
               "as the servers. Server CPU ms/req is the CPU time of the whole server process tree divided by the answers."]
     lines += sections(results)
-    lines += ["", "What was changed to get these numbers, the levers that did not pay, and what the remaining gaps "
-              "are made of: [harness/README.md](../harness/README.md#what-made-the-service-faster-and-what-is-left).",
-              "", f"Whole run: {results['elapsed_s'] / 60:.1f} minutes.", ""]
+    lines += ["", "Why the service is built as it is, the levers that did not pay and what the remaining gaps are "
+              "made of: [decisions/](decisions/README.md).", "", f"Whole run: {results['elapsed_s'] / 60:.1f} minutes.", ""]
     return "\n".join(lines)
 
 
@@ -221,10 +220,11 @@ def sections(results: dict) -> list[str]:
     return lines
 
 
-def write(results: dict, path: Path) -> None:
+def write(results: dict, path: Path, peers: dict | None = None) -> None:
+    """docs/benchmarks.md (and its plot) from a bench run, with the section of a `harness.peers` run when given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plot(results, path.parent / PLOT)
-    path.write_text(markdown(results))
+    path.write_text(markdown(results) + ("\n" + peers_section(peers) + "\n" if peers else ""))
 
 
 PEERS = ("bentoml-docs", "litserve", "triton")  # harness/peers: the other serving stacks; the baseline is not one

@@ -122,11 +122,13 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", nargs="?", type=Path, help="a bench results file (default: the newest bench-*.json)")
+    ap.add_argument("--peers", type=Path, help="a peers results file (default: the newest peers-*.json, if any)")
     ap.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
     source = args.source or latest("bench")
-    render.write(json.loads(source.read_text()), args.markdown)
-    print(f"wrote {args.markdown} (and its plot) from {source}")
+    peers = args.peers or (latest("peers") if list(RESULTS.glob("peers-*.json")) else None)
+    render.write(json.loads(source.read_text()), args.markdown, json.loads(peers.read_text()) if peers else None)
+    print(f"wrote {args.markdown} (and its plot) from {source}" + (f" and {peers}" if peers else ""))
 
 
 if __name__ == "__main__":
