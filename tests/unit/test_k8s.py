@@ -368,3 +368,17 @@ def test_check_fails_without_its_property(manifests, check, mutate):
     mutate(broken)
     with pytest.raises(AssertionError):
         check(broken)
+
+
+def test_the_bentos_pin_the_python_the_base_image_is_built_with():
+    """deploy/container.sh builds one python:X-slim base; a Bento naming another Python would need a base it cannot build."""
+    import re
+
+    import yaml
+
+    repo = K8S.parents[1]
+    base = re.search(r"python:(\d+\.\d+)-slim", (repo / "deploy" / "container.sh").read_text())
+    assert base, "deploy/container.sh names no python:X-slim base"
+    for bentofile in ("bentofile.yaml", "bentofile.gpu.yaml"):
+        pinned = yaml.safe_load((repo / bentofile).read_text())["docker"]["python_version"]
+        assert str(pinned) == base.group(1), bentofile
