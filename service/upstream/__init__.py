@@ -13,8 +13,6 @@ cannot be told from noise is removed. Delete a patch when its test says upstream
 | ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape |
 | ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` when no tracing is configured | spans made for every request and never exported |
 | ``endpoint-wrapper-cache`` | ``_bentoml_sdk.method.APIMethod._local_call`` | a new wrapper (``inspect.signature``) per request |
-| ``mime-type-cache`` | ``_bentoml_sdk.io_models.IOMixin.mime_type`` | a JSON schema rebuilt per ``/digits`` answer |
-| ``log-records`` | ``logging._srcfile``, ``logging.logThreads`` and friends | a stack walk and thread/process lookups per access-log line, for fields no format prints |
 | ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood |
 | ``multipart`` | ``_bentoml_impl.serde.MultipartSerde.parse_request`` | 500s for malformed multipart bodies and binary parts under a wrong name; a text part fetched as a URL |
 | ``openapi`` | ``_bentoml_sdk.service.factory.Service.openapi_spec`` (property) | /docs.json not valid OpenAPI 3.0, errors misdescribed |
@@ -31,11 +29,10 @@ from typing import Any
 from service.api.admission import Admission
 from service.api.auth import Tokens
 from service.settings import Settings
-from service.upstream import bentoml_app, door, gc_tuning, log_records, multipart, openapi
+from service.upstream import bentoml_app, door, gc_tuning, multipart, openapi
 
 # In the order install() applies them.
-SKIPPABLE = ("door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "mime-type-cache",
-             "log-records", "gc")
+SKIPPABLE = ("door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
 _skipped: frozenset[str] = frozenset()
 
 
@@ -58,10 +55,6 @@ def install(service: Any, admission: Admission, tokens: Tokens | None, settings:
     bentoml_app.middleware_stack(changes)
     if "endpoint-wrapper-cache" not in skip:
         bentoml_app.cache_endpoint_wrappers()
-    if "mime-type-cache" not in skip:
-        bentoml_app.cache_mime_type()
-    if "log-records" not in skip:
-        log_records.lighten_log_records()
 
 
 def after_load() -> None:

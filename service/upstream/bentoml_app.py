@@ -3,9 +3,6 @@
 The thermometer models answer in microseconds and the MNIST one in a millisecond or two, so what
 BentoML does around every request is most of the cost:
 
-* ``cache_mime_type``: ``IOMixin.mime_type()`` runs for every response, and for root-model outputs
-  (our ``/digits`` list) regenerates the type's whole JSON schema with pydantic just to read its
-  "type". The answer depends only on the class and its ``media_type``: cached per class.
 * ``cache_endpoint_wrappers``: reading an endpoint from the service instance (``APIMethod.__get__``,
   once per request) builds a new wrapper with ``inspect.signature`` and ``functools.wraps``. The
   wrapper depends only on the method and the instance: built once per instance.
@@ -30,11 +27,9 @@ tracing off), outermost first; a test checks it.
 from __future__ import annotations
 
 import random
-import weakref
 from typing import Any, Callable
 
 from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
-from _bentoml_sdk.io_models import IOMixin
 from _bentoml_sdk.method import APIMethod
 from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
@@ -47,24 +42,12 @@ from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.upstream.door import AccessLog, Metrics
 
-UPSTREAM_MIME_TYPE = IOMixin.mime_type.__func__  # the function behind the classmethod
 UPSTREAM_MIDDLEWARES = ServiceAppFactory.middlewares  # a property
 UPSTREAM_LOCAL_CALL = APIMethod._local_call
 CALLERS = "__thermodigits_local_callers__"  # instance attribute: endpoint name -> its built wrapper
 STACK_CHANGES = ("request-id", "deadline", "door-counters")
 
-# class -> (its media_type when cached, mime type); weak keys: BentoML's clients create IO classes too.
-_mime_types: "weakref.WeakKeyDictionary[type, tuple[str | None, str]]" = weakref.WeakKeyDictionary()
 _changes: set[str] = set()  # what middleware_stack() installed
-
-
-def _mime_type(cls: type) -> str:
-    cached = _mime_types.get(cls)
-    if cached is not None and cached[0] == cls.media_type:  # media_type is set after class creation
-        return cached[1]
-    value = UPSTREAM_MIME_TYPE(cls)
-    _mime_types[cls] = (cls.media_type, value)
-    return value
 
 
 def tracing_configured() -> bool:
@@ -127,11 +110,6 @@ def _local_call(self: APIMethod, instance: Any) -> Callable[..., Any]:
     if caller is None or caller.func is not self.func:
         caller = callers[self.name] = UPSTREAM_LOCAL_CALL(self, instance)
     return caller
-
-
-def cache_mime_type() -> None:
-    """Idempotent: IOMixin.mime_type cached per class."""
-    IOMixin.mime_type = classmethod(_mime_type)
 
 
 def cache_endpoint_wrappers() -> None:

@@ -1,4 +1,4 @@
-"""Canaries for service/upstream/bentoml_app.py and log_records.py: the BentoML overheads it removes must still exist upstream (else delete that patch), and the patches must not change answers."""
+"""Canaries for service/upstream/bentoml_app.py: the BentoML overheads it removes must still exist upstream (else delete that patch), and the patches must not change answers."""
 
 import asyncio
 
@@ -13,48 +13,6 @@ def service():
     from service.service import ThermoDigits
 
     return ThermoDigits
-
-
-@pytest.fixture()
-def schema_calls(service, monkeypatch):
-    """Count model_json_schema() calls on the /digits output class (a root model: a list)."""
-    cls = service.apis["digits"].output_spec
-    calls = []
-    upstream = cls.model_json_schema.__func__
-
-    def counting(c, *args, **kwargs):
-        calls.append(c)
-        return upstream(c, *args, **kwargs)
-
-    monkeypatch.setattr(cls, "model_json_schema", classmethod(counting))
-    bentoml_app._mime_types.pop(cls, None)
-    return cls, calls
-
-
-def test_upstream_mime_type_still_rebuilds_the_json_schema_each_call(schema_calls):
-    """If this fails, BentoML no longer regenerates the schema per response: delete the mime-type-cache patch."""
-    cls, calls = schema_calls
-    bentoml_app.UPSTREAM_MIME_TYPE(cls)
-    bentoml_app.UPSTREAM_MIME_TYPE(cls)
-    assert len(calls) == 2
-
-
-def test_patched_mime_type_builds_the_schema_once(schema_calls):
-    cls, calls = schema_calls
-    assert [cls.mime_type() for _ in range(3)] == ["application/json"] * 3
-    assert len(calls) == 1
-
-
-def test_patched_mime_type_answers_what_upstream_does(service):
-    specs = [s for api in service.apis.values() for s in (api.input_spec, api.output_spec)]
-    assert [s.mime_type() for s in specs] == [bentoml_app.UPSTREAM_MIME_TYPE(s) for s in specs]
-
-
-def test_mime_type_cache_follows_a_later_media_type(service, monkeypatch):
-    cls = service.apis["digits"].output_spec
-    cls.mime_type()
-    monkeypatch.setattr(cls, "media_type", "text/event-stream")
-    assert cls.mime_type() == "text/event-stream"
 
 
 def middleware_classes(service, middlewares_property) -> list[type]:
