@@ -7,9 +7,9 @@
 Side A is the service in its default configuration, side B the same with SERVICE_SKIP_PATCHES=<patch>; both run
 at once. Each round runs every wrk cell (closed loop) and then a flood of the request mix (open loop at three
 times A's capacity, from the Python driver) on both sides, the side that goes first alternating. Reported per
-measure: A's and B's median over the rounds, and B/A in every round. A patch pays when every round agrees on the
-side of 1 that helps A; when the rounds straddle 1, its benefit cannot be told from noise. Results:
-harness/results/ab-<patch>-<date>.json.
+measure: A's and B's median over the rounds, and B/A in every round. A patch pays when every round favours A by
+more than --noise (5 %: the spread of B/A between two identical servers, `--skip none`, on the 2-core reference
+host); otherwise its benefit cannot be told from noise. Results: harness/results/ab-<patch>-<date>.json.
 """
 
 from __future__ import annotations
@@ -42,16 +42,21 @@ async def flood(url: str, rate: float, seconds: float) -> dict:
             "transport_errors": s["transport_errors"]}
 
 
-def compare(rows: list[dict], key: str, better_high: bool) -> dict:
-    """A's and B's median of `key` over rounds, B/A per round, and whether every round favours A (the patch pays)."""
+NOISE = 0.05
+
+
+def compare(rows: list[dict], key: str, better_high: bool, noise: float = NOISE) -> dict:
+    """A's and B's median of `key` over rounds, B/A per round, and whether every round favours A by more than `noise`
+    (the patch pays), favours B by more than `noise` (it costs), or neither (noise)."""
     rounds = sorted({r["round"] for r in rows})
     a = {r["round"]: r[key] for r in rows if r["side"] == "A" and r[key] is not None}
     b = {r["round"]: r[key] for r in rows if r["side"] == "B" and r[key] is not None}
     ratios = [round(b[i] / a[i], 3) for i in rounds if i in a and i in b and a[i]]
     if not ratios:
         return {"A": None, "B": None, "B_over_A": [], "verdict": "no data"}
-    favours_a = [(x < 1) if better_high else (x > 1) for x in ratios]
-    verdict = "pays" if all(favours_a) else "costs" if not any(favours_a) else "noise"
+    favours_a = [(x < 1 - noise) if better_high else (x > 1 + noise) for x in ratios]
+    favours_b = [(x > 1 + noise) if better_high else (x < 1 - noise) for x in ratios]
+    verdict = "pays" if all(favours_a) else "costs" if all(favours_b) else "noise"
     return {"A": statistics.median(a.values()), "B": statistics.median(b.values()), "B_over_A": ratios,
             "verdict": verdict}
 
