@@ -1,25 +1,26 @@
 """Everything that reaches into BentoML's, uvicorn's or CPython's internals, installed by one call of ``install()``; the rest of service/ uses public API only.
 
-Each patch, what it changes (pinned versions: bentoml 1.4.40, uvicorn 0.54.0, CPython 3.11-3.13), why,
-and the test that fails when upstream changes what it relies on (tests/upstream/). Benefits are measured
-A/B with ``python -m harness.ab --skip NAME`` (the same server with and without it, alternating, one
-run); the figures and the commands are in docs/decisions/upstream-patches.md. A patch whose benefit
-cannot be told from noise is removed. Delete a patch when its test says upstream fixed the cause.
+Pinned: bentoml 1.4.40, uvicorn 0.54.0, httptools 0.9.0, CPython 3.11-3.14. Benefits are B/A of ``python -m
+harness.ab`` (the service without the patch over the service with it, alternating rounds, every round beyond
+the 5 % the same host's A/A run spreads); the figures, the commands and the records:
+docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from noise is removed.
 
-| patch | upstream target | why |
-| --- | --- | --- |
-| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]`` (subclass overriding ``HttpToolsProtocol._start_asgi_task`` and ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) cost half as much when written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) |
-| ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn: bursts of connections waited seconds |
-| ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape |
-| ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` when no tracing is configured | spans made for every request and never exported |
-| ``endpoint-wrapper-cache`` | ``_bentoml_sdk.method.APIMethod._local_call`` | a new wrapper (``inspect.signature``) per request |
-| ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood |
-| ``multipart`` | ``_bentoml_impl.serde.MultipartSerde.parse_request`` | 500s for malformed multipart bodies and binary parts under a wrong name; a text part fetched as a URL |
-| ``openapi`` | ``_bentoml_sdk.service.factory.Service.openapi_spec`` (property) | /docs.json not valid OpenAPI 3.0, errors misdescribed |
-| (read) | ``_bentoml_impl/server/main-openapi.html`` (service/upstream/swagger.py) | BentoML's Swagger page loads Google Tag Manager |
+| patch | upstream target | why | measured benefit | test | delete when |
+| --- | --- | --- | --- | --- | --- |
+| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]``: ``HttpToolsProtocol`` subclassed (``_start_asgi_task``, ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) | flood refusals p99 1.26-1.37x faster | tests/upstream/test_door.py | uvicorn offers a hook before the ASGI task and a head limit for httptools |
+| ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn | flood refusals max 53 ms instead of up to 456 ms | tests/upstream/test_door.py | libuv accepts a burst per turn (libuv PR #3696) |
+| ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape | /temperature p99 11-19x lower | tests/upstream/test_bentoml_app.py | BentoML cancels its timer |
+| ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` without a tracing exporter | spans made for every request and never exported | /temperature 1.8x the answers | tests/upstream/test_bentoml_app.py | BentoML leaves tracing out when unconfigured |
+| ``endpoint-wrapper-cache`` | ``_bentoml_sdk.method.APIMethod._local_call`` | a new wrapper (``inspect.signature``) per request | /temperature 1.10-1.15x the answers | tests/upstream/test_bentoml_app.py | BentoML caches the wrapper |
+| ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood | /temperature p99 5x lower; flood goodput 1.08-1.16x | tests/upstream/test_gc_tuning.py | CPython's collector changes (3.14's is incremental) |
+| ``multipart`` | ``_bentoml_impl.serde.MultipartSerde.parse_request`` | 500s for malformed multipart bodies and binary parts under a wrong name; a text part fetched as a URL | correctness (400s) | tests/upstream/test_multipart.py | BentoML refuses these itself |
+| ``openapi`` | ``_bentoml_sdk.service.factory.Service.openapi_spec`` (property) | /docs.json not valid OpenAPI 3.0, errors misdescribed | correctness | tests/upstream/test_openapi.py | BentoML generates valid 3.0 with the service's errors |
+| (read) | ``_bentoml_impl/server/main-openapi.html`` (service/upstream/swagger.py) | BentoML's Swagger page loads Google Tag Manager | privacy | tests/browser/test_page.py | BentoML drops the tag manager |
 
-The patches in ``SKIPPABLE`` can be left out with ``SERVICE_SKIP_PATCHES`` (for A/B measurement only);
-the others change what the service answers, not how fast.
+Order, as ``install`` applies them: multipart and openapi (request parsing and the document), the door and the
+loop (before uvicorn loads its config in the worker), the middleware stack changes and the wrapper cache
+(before the worker builds its ASGI app); ``after_load`` tunes the collector once the models are loaded. The
+patches in ``SKIPPABLE`` can be left out with ``SERVICE_SKIP_PATCHES`` (for A/B measurement only).
 """
 
 from __future__ import annotations
