@@ -98,6 +98,7 @@ class Driver:
         self.raw = [raw_request(parts.netloc, p) for p in payloads]
         self.cumulative = list(itertools.accumulate(w for _, w in mix))
         self.rng = random.Random(seed)
+        self.jitter = random.Random(seed + 1)  # apart from the arrivals' draws: the same schedule either way
         self.max_connections, self.timeout = max_connections, timeout
         self.backoff_429 = backoff_429  # closed loop: a polite client pauses after "too many requests"
         self.error_pause = error_pause  # ... and after no answer, rather than spin on a dead server
@@ -172,7 +173,7 @@ class Driver:
         self.busy.discard(conn)
         if reuse:
             self._free(conn)  # before a closed-loop client sends again, so that it finds this connection
-        wait = retry_after if self.honour_retry_after and status == 429 and retry_after else 0.0
+        wait = retry_after * (1 + self.jitter.random()) if self.honour_retry_after and status == 429 and retry_after else 0.0
         if wait and source >= 0:
             self.quiet_until[source] = max(self.quiet_until[source], now + wait)
         self._record(index, scheduled, sent, now, status, error, wait)

@@ -55,12 +55,12 @@ def test_open_loop_counts_refusals_apart_and_sends_on_schedule(trivial):
 
 
 def test_clients_that_honour_retry_after_hold_back_what_they_would_have_sent(trivial):
-    """Every 4th request is refused with Retry-After: 1; 20 polite sources each wait a second after their refusal."""
+    """Every 4th request is refused with Retry-After: 1; 20 polite sources each wait 1-2 s after their refusal."""
     polite = go(Driver(trivial, payloads.mix_or_endpoint("temperature"), honour_retry_after=True).run(2.0, rate=400,
                                                                                                       sources=20))
     rude = go(Driver(trivial, payloads.mix_or_endpoint("temperature")).run(2.0, rate=400, sources=20))
     assert rude.extra["held_back"] == 0 and 795 <= len(rude) <= 801
-    assert polite.extra["held_back"] > 400 and len(polite) + polite.extra["held_back"] == len(rude)
+    assert polite.extra["held_back"] > 400 and abs(len(polite) + polite.extra["held_back"] - len(rude)) <= 1
     assert polite.summary()["refused_429"] < rude.summary()["refused_429"] / 2
 
 
