@@ -18,49 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import signal
 import sys
-import threading
 import time
 
 import psutil
 
 from testkit.driver import Driver, go
+from testkit.host import freezing
 from testkit.payloads import request_mix
 from harness.report import cpu_steal_s, finish, service_settings
 from testkit.server import Server, serving
 
 MAX_GROWTH = 0.10
-
-
-@contextlib.contextmanager
-def freezing(server: Server, ms: float, every: float):
-    """Freeze the server's workers for `ms` milliseconds every `every` seconds until the block ends; yields a list
-    with one entry per freeze."""
-    done, freezes = threading.Event(), []
-    if ms <= 0:
-        yield freezes
-        return
-
-    def run() -> None:
-        while not done.wait(every):
-            pids = [p.pid for p in server.workers()]
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            time.sleep(ms / 1000)
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-            freezes.append(len(pids))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield freezes
-    finally:
-        done.set()
-        thread.join()
 
 
 def growth(samples: list[dict], warmup_s: float) -> dict:
@@ -103,7 +72,7 @@ async def soak(server: Server, seconds: float, warmup: float = 60, fraction: flo
                 "worker_rss_mib": server.rss_mib(), "cpu_steal_pct": round(100 * share, 1)}
 
     samples = [sample()]
-    with freezing(server, freeze_ms, freeze_every) as freezes:
+    with freezing(lambda: [p.pid for p in server.workers()], freeze_ms, freeze_every) as freezes:
         runner = asyncio.create_task(Driver(server.url, mix, seed=1).run(warmup + seconds, rate=rate, poisson=poisson,
                                                                        prewarm=8))
         while not runner.done():

@@ -11,31 +11,15 @@ options. Same request bodies and answers as the service. Serve it from this fold
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Literal
 
 import bentoml
 import numpy as np
-import onnxruntime as ort
 from pydantic import BaseModel
 
-MODELS = Path(os.environ.get("PEER_MODELS", Path(__file__).resolve().parents[2] / "models"))
+from onnx_model import Model  # beside this file: the peers run from harness/peers/
+
 DIGIT_MODELS = {"committee": "mnist-fc", "distilled": "mnist-fc-distilled"}
-
-
-class Model:
-    """One model folder: its ONNX Runtime session, name and version (from metadata.json)."""
-
-    def __init__(self, name: str) -> None:
-        meta = json.loads((MODELS / name / "metadata.json").read_text())
-        self.name, self.version = meta["name"], meta["version"]
-        self.session = ort.InferenceSession(str(MODELS / name / "model.onnx"))
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
 
 
 class Temperature(BaseModel):

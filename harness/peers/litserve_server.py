@@ -12,29 +12,12 @@ the one the benchmark sends; another ``model`` gets a 400. Run it from this fold
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
 import litserve as ls
 import numpy as np
-import onnxruntime as ort
 from fastapi import HTTPException
 
-MODELS = Path(os.environ.get("PEER_MODELS", Path(__file__).resolve().parents[2] / "models"))
-
-
-class Model:
-    """One model folder: its ONNX Runtime session, name and version (from metadata.json)."""
-
-    def __init__(self, name: str) -> None:
-        meta = json.loads((MODELS / name / "metadata.json").read_text())
-        self.name, self.version = meta["name"], meta["version"]
-        self.session = ort.InferenceSession(str(MODELS / name / "model.onnx"))
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
+from onnx_model import Model  # beside this file: the peers run from harness/peers/
 
 
 class TemperatureAPI(ls.LitAPI):

@@ -2,7 +2,6 @@
 body is read, counted and logged, the token never logged) and answers with any listed one; probes stay open;
 both Python clients send one; a bad token file stops the start."""
 
-import json
 import socket
 import tempfile
 import time

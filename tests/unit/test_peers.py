@@ -47,6 +47,7 @@ def load(filename: str, monkeypatch, **stubs: types.ModuleType) -> types.ModuleT
     """A peer's file as a module, with `stubs` standing in for the framework it imports."""
     for name, module in stubs.items():
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.syspath_prepend(str(PEERS_DIR))  # the peers import onnx_model from beside them
     spec = importlib.util.spec_from_file_location(f"peer_{Path(filename).stem}", PEERS_DIR / filename)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
