@@ -30,7 +30,7 @@ def one_run(tests: list[str]) -> dict:
     report = Path(tempfile.mkdtemp(prefix="repeat-")) / "junit.xml"
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-                           *tests], cwd=REPO, capture_output=True, text=True)
+                           "-o", "junit_family=legacy", *tests], cwd=REPO, capture_output=True, text=True)
     run = {"passed": proc.returncode == 0, "seconds": round(time.monotonic() - started, 1), "tests": {}}
     if report.exists():
         for case in ET.parse(report).getroot().iter("testcase"):

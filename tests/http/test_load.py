@@ -104,17 +104,13 @@ def test_an_open_loop_flood_is_refused_with_429_and_retry_after_and_leaves_no_tr
 
     async def flood_and_watch():
         flood = asyncio.ensure_future(Driver(server.url, [(batch64, 1.0)]).run(seconds, rate=rate))
-
-        async def watch(session, offset):  # clients of our own in the flood, to look at whole answers
-            await asyncio.sleep(offset)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
+                                         connector=aiohttp.TCPConnector(limit=0)) as session:
+            watched = []  # requests of our own in the flood, one every 50 ms, to look at whole answers
             while not flood.done():
-                seen.append(await post(session, server.url, batch64))
+                watched.append(asyncio.ensure_future(post(session, server.url, batch64)))
                 await asyncio.sleep(0.05)
-
-        # Several, staggered: one client alone, admitted, waits out each admission cycle and can go
-        # a whole flood without arriving while the service refuses.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            await asyncio.gather(*(watch(session, i * 0.037) for i in range(4)))
+            seen.extend(await asyncio.gather(*watched))
         return await flood
 
     summary = go(flood_and_watch()).summary()
