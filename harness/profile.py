@@ -26,7 +26,7 @@ from testkit.server import parse_env, start_service
 # up to 100 %: a middleware is charged only for its own code, not for the app it wraps.
 PARTS = [
     ("ONNX Runtime inference", r"/onnxruntime/"),
-    ("image decode + preprocess (service/images.py, Pillow)", r"(service/images\.py|/PIL/)"),
+    ("image decode + preprocess (service/inference/images.py, Pillow)", r"(service/inference/images\.py|/PIL/)"),
     ("response JSON schema regenerated per response (IOMixin.mime_type)", r"^(mime_type|model_json_schema) |pydantic/json_schema\.py"),
     ("pydantic validation and serialisation", r"/pydantic(_core)?/"),
     ("access log (logging)", r"(/logging/|http/access\.py)"),
@@ -36,8 +36,9 @@ PARTS = [
     ("multipart form parsing", r"(/multipart/|/python_multipart/|starlette/formparsers\.py)"),
     ("HTTP protocol (uvicorn, h11, httptools)", r"(/uvicorn/|/h11/|/httptools/)"),
     ("asyncio event loop and sockets", r"(/asyncio/|/selectors\.py)"),
-    ("service endpoints and schemas (our code)", r"service/(service|schemas)\.py"),
-    ("service middleware and patches (our code)", r"service/(middleware|compat|fastpath)\.py"),
+    ("Open Inference Protocol tensors (our code)", r"service/v2/"),
+    ("service endpoints and schemas (our code)", r"service/(service\.py|api/schemas\.py|api/shapes\.py|inference/)"),
+    ("service guard, errors, auth and patches (our code)", r"service/(api|upstream)/"),
     ("BentoML request plumbing", r"(/_bentoml_impl/|/_bentoml_sdk/|/bentoml/)"),
     ("Starlette routing and responses", r"/starlette/"),
     ("numpy", r"/numpy/"),
@@ -85,7 +86,7 @@ def profile(endpoint: str, seconds: float, concurrency: int, rate: int = 250, be
             env: dict[str, str] | None = None) -> str:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     logdir = Path(tempfile.mkdtemp(prefix="harness-profile-"))
-    ps = payloads.bench_payloads()
+    ps = {**payloads.bench_payloads(), **payloads.v2_payloads()}
     p, body = ps[endpoint], payloads.write_bodies(logdir / "bodies", ps)[endpoint]
     server = start_service(bentoml_config=bentoml_config, env=env, logdir=logdir)
     try:
@@ -109,7 +110,7 @@ def profile(endpoint: str, seconds: float, concurrency: int, rate: int = 250, be
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--endpoint", default="temperature", choices=list(payloads.bench_payloads()))
+    ap.add_argument("--endpoint", default="temperature", choices=[*payloads.bench_payloads(), *payloads.v2_payloads()])
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--bentoml-config", default="", help="extra BENTOML_CONFIG_OPTIONS for the service (default: none)")
