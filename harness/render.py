@@ -292,6 +292,7 @@ def peers_section(results: dict) -> str:
             lines.append(f"| {cell['endpoint']} | `{cell['path']}` | {cell['concurrency']} | {side} | {fmt(r['rps'])} "
                          f"| {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non_2xx']} "
                          f"| {r['transport_errors']} | {r['server_cpu_ms_per_req']:.2f} | {ratio} |")
+    lines += ["", "Where the service is behind a peer, and why: [decisions/bentoml-request-path.md](decisions/bentoml-request-path.md)."]
     same = results.get("same_answers", {})
     lines += ["", "Every side gave the service's answer (same fields, same digit, floats to 1e-5; v2: the outputs) before "
               "the load: " + "; ".join(f"{endpoint} {', '.join(s for s, ok in sides.items() if ok)}"
