@@ -80,3 +80,11 @@ def test_no_tracked_text_file_names_a_machine_path():
         text = data.decode("utf-8", errors="replace")
         found += [f"{name}:{number}: {machine_path}" for number, machine_path in machine_paths(text)]
     assert not found, "paths of one machine (make them relative or generic):\n" + "\n".join(found)
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by their base name (rootdir mode): two test_x.py in different folders cannot both run."""
+    import collections
+
+    names = collections.Counter(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert [n for n, count in names.items() if count > 1] == []
