@@ -38,7 +38,7 @@ def one_run(tests: list[str]) -> dict:
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
             run["tests"][case.get("name")] = {"passed": not failed, **props}
     if not run["passed"]:
-        run["output_tail"] = proc.stdout[-4000:]
+        run["output_tail"] = proc.stdout[-4000:].replace(f"{REPO}/", "")  # no machine's paths in the record
     return run
 
 
