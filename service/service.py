@@ -18,9 +18,11 @@ from service.api.schemas import (
     DEFAULT_DIGIT_MODEL, DEFAULT_TEMPERATURE_MODEL, DigitImagePrediction, DigitModel, DigitPrediction, DigitRequest,
     DigitsRequest, TemperatureRequest, TemperatureResponse, Upload, to_batch,
 )
+from service.cpus import default_workers
 from service.inference import images
 from service.inference import models
 from service.inference.models import Models
+from service.lifecycle import Drain
 from service.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -31,6 +33,7 @@ models.check({name: bentoml.models.get(tag).path for name, tag in TAGS.items()},
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
                       SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
 TOKENS = Tokens.from_settings(SETTINGS)  # None: no token needed; a bad token source stops the start here
+DRAIN = Drain(SETTINGS.drain_s)  # this worker's, begun by SIGTERM (service/upstream/server.py)
 
 
 def with_models(cls: type) -> type:
@@ -41,12 +44,18 @@ def with_models(cls: type) -> type:
 
 
 @bentoml.asgi_app(Starlette(routes=routes.ROUTES))  # /, /docs, /metadata, /v2/...
-@bentoml.service(traffic={"timeout": 30})  # 504 when no answer has started within 30 s (service/api/guard.py)
+# One worker per usable CPU unless BentoML's services.ThermoDigits.workers says otherwise (docs/configuration.md);
+# 504 when no answer has started within 30 s (service/api/guard.py).
+@bentoml.service(workers=default_workers(), traffic={"timeout": 30})
 @with_models
 class ThermoDigits:
     def __init__(self) -> None:
         self.models = Models({m.name: getattr(self, m.name).path for m in artifacts.MODELS}, SETTINGS)
         upstream.after_load()
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's readiness hook (/readyz 503 when false): false from SIGTERM on, while the worker drains."""
+        return not DRAIN.draining
 
     @bentoml.api(route="/temperature", input_spec=TemperatureRequest)
     async def temperature(self, readings: list[float], model: str = DEFAULT_TEMPERATURE_MODEL) -> TemperatureResponse:
@@ -84,7 +93,7 @@ class ThermoDigits:
                 for p in probabilities]
 
 
-upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS)  # service/upstream: every patch of upstream internals
+upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS, DRAIN)  # service/upstream: every patch of upstream internals
 # Outermost first; BentoML's metrics and access log wrap them, so every refusal is counted and logged.
 ThermoDigits.add_asgi_middleware(ErrorShape)
 ThermoDigits.add_asgi_middleware(BearerAuth, tokens=TOKENS)

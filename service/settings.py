@@ -46,6 +46,9 @@ class Settings:
                              "being received); more get 429", default=512)
     max_inflight_bytes: int = _env("SERVICE_INFLIGHT_BYTES", "request bodies a worker holds at once; a request "
                                    "past it gets 429 (bounds memory in a burst)", default=64 * MiB)
+    drain_s: float = _env("SERVICE_DRAIN_S", "after SIGTERM, seconds a worker keeps accepting and answering "
+                          "(/readyz 503, every answer Connection: close) before it stops accepting; longer than a "
+                          "load balancer takes to stop sending (docs/deploy.md)", default=5.0)
     api_tokens: str = _env("SERVICE_API_TOKENS", "bearer tokens, separated by commas: when set, every route but "
                            "the probes, /metrics and the web page needs Authorization: Bearer <token> (401)",
                            secret=True, default="")
@@ -91,8 +94,9 @@ class Settings:
         for name in ("body_timeout_s",):
             if not getattr(self, name) > 0:
                 fail(name, "must be > 0")
-        if not self.queue_target_s >= 0:
-            fail("queue_target_s", "must be >= 0")
+        for name in ("queue_target_s", "drain_s"):
+            if not getattr(self, name) >= 0:
+                fail(name, "must be >= 0")
 
     def shown(self) -> dict[str, object]:
         """Every setting by name, secrets as "(set)" or "" (for logs and results files)."""

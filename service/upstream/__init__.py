@@ -30,14 +30,15 @@ from typing import Any
 from service.api.admission import Admission
 from service.api.auth import Tokens
 from service.settings import Settings
-from service.upstream import bentoml_app, door, gc_tuning, multipart, openapi
+from service.lifecycle import Drain
+from service.upstream import arbiter, bentoml_app, door, gc_tuning, multipart, openapi, server
 
 # In the order install() applies them.
-SKIPPABLE = ("door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
+SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
 _skipped: frozenset[str] = frozenset()
 
 
-def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings) -> None:
+def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings, drain: Drain) -> None:
     """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and server."""
     global _skipped
     skip = _skipped = frozenset(filter(None, (name.strip() for name in settings.skip_patches.split(","))))
@@ -46,6 +47,11 @@ def install(service: Any, admission: Admission, tokens: Tokens | None, settings:
                          f"{', '.join(SKIPPABLE)}")
     multipart.install()
     openapi.install(service)
+    if "reuseport" not in skip:
+        arbiter.reserve_port()
+    if "drain" not in skip:
+        arbiter.signals()
+    server.install(None if "drain" in skip else drain)
     if "door" not in skip:
         door.install(admission, settings.max_body_bytes, tokens, settings.max_header_bytes)
     if "asyncio-loop" not in skip:

@@ -31,21 +31,22 @@ import uvicorn.config
 from bentoml._internal.context import server_context
 from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.admission import Admission, Ticket
 from service.api.auth import AUTHORIZED, Tokens, authorization, protects
 from service.api.errors import error_body
 from service.api.guard import TICKET, UNGUARDED, admitted_size
+from service.upstream.server import Protocol
 
 STATUS_LINES = {401: b"HTTP/1.1 401 Unauthorized\r\n", 429: b"HTTP/1.1 429 Too Many Requests\r\n",
                 431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
 RETRY_AFTER = (b"retry-after", b"1")
 
 
-class Door(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering before a request becomes an ASGI task: 431 for oversized headers, 401
-    for a missing or wrong bearer token, 429 for what the worker's Admission refuses."""
+class Door(Protocol):
+    """uvicorn's httptools protocol (draining: service/upstream/server.py), answering before a request becomes an ASGI
+    task: 431 for oversized headers, 401 for a missing or wrong bearer token, 429 for what the worker's Admission
+    refuses."""
 
     admission: Admission | None = None  # set by install(); None: every request goes on to the guard
     tokens: Tokens | None = None  # None: no token needed
@@ -54,18 +55,13 @@ class Door(HttpToolsProtocol):
     metrics: "Metrics | None" = None  # BentoML's middlewares of this worker, once the app is built
     access: "AccessLog | None" = None
     began = 0.0  # when the current request's first bytes were parsed (for the access log and histogram)
-    head_open = False  # a request's line and headers are being received
     head_bytes = 0  # bytes received while they are
     began_here = ended_here = False  # a request began, or one ended, in the chunk being fed
 
     def on_message_begin(self) -> None:
         self.began = default_timer()
-        self.head_open, self.head_bytes, self.began_here = True, 0, True
-        super().on_message_begin()
-
-    def on_headers_complete(self) -> None:
-        self.head_open = False
-        super().on_headers_complete()
+        self.head_bytes, self.began_here = 0, True
+        super().on_message_begin()  # head_open
 
     def on_message_complete(self) -> None:
         self.ended_here = True
@@ -125,7 +121,8 @@ class Door(HttpToolsProtocol):
         """Answer `status` in the error shape without reading the body; count and log it as BentoML would."""
         body = error_body(message)
         # With "Expect: 100-continue" the client may still send the body we will never ask for: close.
-        keep_alive = cycle.keep_alive and not cycle.waiting_for_100_continue
+        keep_alive = (cycle.keep_alive and not cycle.waiting_for_100_continue
+                      and not (self.drain is not None and self.drain.draining))
         self.transport.write(self._head(status, body, headers if keep_alive else [*headers, (b"connection", b"close")])
                              + body)
         cycle.response_complete = True  # from here uvicorn discards this request's body

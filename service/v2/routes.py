@@ -3,7 +3,7 @@
 Routes (mounted at the root by service/api/routes.py), beside the typed endpoints::
 
     GET  /v2                                   server metadata
-    GET  /v2/health/live, /v2/health/ready     200, or 503 until the models are loaded
+    GET  /v2/health/live, /v2/health/ready     200; ready: 503 until the models are loaded and from SIGTERM on
     GET  /v2/models/{name}[/versions/{version}]         model metadata (from its metadata.json)
     GET  /v2/models/{name}[/versions/{version}]/ready   200, or 503 until loaded
     POST /v2/models/{name}[/versions/{version}]/infer   inference
@@ -110,6 +110,8 @@ async def live(request: Request) -> Response:
 @handler
 async def ready(request: Request) -> Response:
     loaded_models()
+    if not await bentoml.get_current_service().__is_ready__():
+        fail("the server is stopping (draining after SIGTERM); send requests to another replica", 503)
     return JSONResponse({"ready": True})
 
 

@@ -142,7 +142,7 @@ ERRORS = {
     "400": "Invalid input: the body, tensor name, datatype, shape or data is not what the model takes.",
     "404": "No model of that name, or not the version it serves.",
     "415": "The Content-Type (or Content-Encoding) is not one this endpoint takes.",
-    "503": "The models are not loaded yet.",
+    "503": "The models are not loaded yet, or (readiness) the server is draining after SIGTERM.",
 }  # and 408, 413, 429, 504 as every POST (service/api/openapi.py's API_ERRORS)
 INFER_DOC = (
     "Run the model on one input tensor. Binary tensor data extension: with the header "
@@ -223,7 +223,7 @@ def add_to_openapi(doc: dict[str, Any], models: list[dict] | None = None) -> Non
                                       {"content": _content("V2ServerMetadata")}, (), [])}
     paths["/v2/health/live"] = {"get": _operation("v2_live", "200 while the server runs.",
                                                   {"content": _content("V2Live")}, (), [])}
-    paths["/v2/health/ready"] = {"get": _operation("v2_ready", "200 once every model is loaded.",
+    paths["/v2/health/ready"] = {"get": _operation("v2_ready", "200 once every model is loaded; 503 from SIGTERM on (draining).",
                                                    {"content": _content("V2Ready")}, ("503",), [])}
     for base, params, suffix in (("/v2/models/{name}", [name], ""),
                                  ("/v2/models/{name}/versions/{version}", [name, version], "_version")):
