@@ -5,7 +5,7 @@
 
 Side A is the real service (`bentoml serve .`, production mode) in its default configuration; side B the
 bare Starlette baseline (harness/baseline.py under uvicorn). Both run at once with the same worker count
-(--workers, default 1); wrk drives one at a time, alternating which goes first, so that drift on the
+(--workers, default the service's own); wrk drives one at a time, alternating which goes first, so that drift on the
 machine hits both alike. --env and --bentoml-config change the service's configuration; when used, they
 are written into the report next to the figures.
 """
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="for every endpoint but digits64")
     ap.add_argument("--digits64-concurrency", type=int, nargs="*", default=[16], help="for digits64 (default 16)")
     ap.add_argument("--endpoints", nargs="+", default=names, choices=names)
-    ap.add_argument("--workers", type=int, default=1, help="worker count of both sides (default 1, the service's own)")
+    ap.add_argument("--workers", type=int, default=None, help="worker count of both sides (default: the service's own, one per usable CPU)")
     ap.add_argument("--warmup", type=float, default=2, help="seconds of unrecorded load per endpoint and side")
     ap.add_argument("--cold-trials", type=int, default=3, help="restarts timed with a populated model store (0: no cold start step)")
     ap.add_argument("--soak", type=float, default=300, help="seconds of the soak at half capacity (0: skip)")

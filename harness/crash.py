@@ -41,9 +41,10 @@ async def watch(server: Server, before: set[int], t_kill: float, give_up: float 
     return {"new_worker_pid": new_pid, "new_worker_after_s": pid_at, "readyz_200_after_s": ready_at}
 
 
-async def crash(server: Server, workers: int, concurrency: int, before: float, after: float) -> dict:
+async def crash(server: Server, workers: int | None, concurrency: int, before: float, after: float) -> dict:
     pids = sorted(p.pid for p in server.workers())
-    assert len(pids) == workers, f"expected {workers} workers, found {pids}"
+    assert workers is None or len(pids) == workers, f"expected {workers} workers, found {pids}"
+    workers = len(pids)
     old_pid = pids[0]
     driver = Driver(server.url, request_mix(), backoff_429=0.05)
     runner = asyncio.create_task(driver.run(before + after, clients=concurrency))
@@ -83,7 +84,8 @@ async def crash(server: Server, workers: int, concurrency: int, before: float, a
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (one of them is killed)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes, one of them killed (default: the "
+                        "service's own)")
     parser.add_argument("--concurrency", type=int, default=2, help="closed-loop clients (default 2)")
     parser.add_argument("--before", type=float, default=10)
     parser.add_argument("--after", type=float, default=30)

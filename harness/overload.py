@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-seconds", type=float, default=5, help="per closed-loop wrk cell (0: skip step 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--digits64-concurrency", type=int, nargs="*", default=[16])
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="pin the worker count (default: the service's own)")
     parser.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run "
                         "(1 on two cores: a host half as fast); started and stopped here")
     parser.add_argument("--out", help="JSON results file (default harness/results/overload-<date>.json)")

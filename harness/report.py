@@ -67,15 +67,17 @@ def machine() -> dict:
     }
 
 
-def service_settings(env: dict[str, str] | None = None, workers: int = 1, bentoml_config: str = "",
+def service_settings(env: dict[str, str] | None = None, workers: int | None = None, bentoml_config: str = "",
                      url: str | None = None) -> dict:
     """The service's settings as its workers read them (service.settings.Settings.from_env over this environment
-    plus `env`), the worker count, and what was changed from the defaults for this run (`--env`, `--bentoml-config`)."""
+    plus `env`), the worker count (`workers`, pinned; None: the service's default here), and what was changed from the
+    defaults for this run (`--env`, `--bentoml-config`)."""
+    from service.cpus import default_workers
     from service.settings import Settings
 
     merged = {**os.environ, **(env or {})}
-    out = {"settings": Settings.from_env(merged).shown(), "workers": workers,
-           "env": dict(env or {}), "bentoml_config": bentoml_config,
+    out = {"settings": Settings.from_env(merged).shown(), "workers": default_workers() if workers is None else workers,
+           "workers_pinned": workers is not None, "env": dict(env or {}), "bentoml_config": bentoml_config,
            "bentoml_config_env": {k: merged[k] for k in ("BENTOML_CONFIG", "BENTOML_CONFIG_OPTIONS") if k in merged}}
     if url:
         out["note"] = f"a server already running at {url}: the settings of this environment, not necessarily its own"

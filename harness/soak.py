@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
     parser.add_argument("--freeze-ms", type=float, default=0, help="freeze the workers this long (default: never)")
     parser.add_argument("--freeze-every", type=float, default=1.0, help="seconds between freezes")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="pin the worker count (default: the service's own)")
     parser.add_argument("--out", help="JSON results file (default harness/results/soak-<date>.json)")
     args = parser.parse_args(argv)
     with serving(workers=args.workers) as server:

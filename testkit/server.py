@@ -188,13 +188,14 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def config_options(base: str = "", workers: int = 1, bentoml_config: str = "") -> str:
-    """BENTOML_CONFIG_OPTIONS for a run: `base`, the worker count when not 1, then `bentoml_config` (none by default)."""
-    pinned = f"services.ThermoDigits.workers={workers}" if workers != 1 else ""
+def config_options(base: str = "", workers: int | None = None, bentoml_config: str = "") -> str:
+    """BENTOML_CONFIG_OPTIONS for a run: `base`, the worker count when pinned (None: the service's default, one per
+    usable CPU), then `bentoml_config` (none by default)."""
+    pinned = f"services.ThermoDigits.workers={workers}" if workers is not None else ""
     return " ".join(filter(None, [base, pinned, bentoml_config]))
 
 
-def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, workers: int = 1,
+def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, workers: int | None = None,
                   bentoml_config: str = "", env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
     """`bentoml serve <target>` (the repo root or a Bento tag; production mode) on a free port, in `home` (default: a
     fresh empty BENTOML_HOME: the first start imports the committed models), the service's own settings plus `env`."""
@@ -208,8 +209,14 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
     return _spawn("service", cmd, Path(cwd), full_env, free_port(), logdir or home)
 
 
-def start_baseline(workers: int = 1, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
-    """uvicorn serving harness.baseline:app with `workers` workers, access log off, on the service's stack (httptools, asyncio's loop)."""
+def start_baseline(workers: int | None = None, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
+    """uvicorn serving harness.baseline:app with `workers` workers (None: as many as the service's default), access log
+    off, on the service's stack (httptools, asyncio's loop)."""
+    if workers is None:
+        from service.cpus import default_workers
+
+        workers = default_workers()
+
     def cmd(port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "harness.baseline:app", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(workers), "--no-access-log", "--log-level", "warning", "--http", "httptools",
@@ -221,7 +228,7 @@ def start_baseline(workers: int = 1, env: dict[str, str] | None = None, logdir: 
 
 @contextlib.contextmanager
 def serving(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120, workers: int = 1, bentoml_config: str = ""):
+            timeout: float = 120, workers: int | None = None, bentoml_config: str = ""):
     """`bentoml serve <target>` from `cwd` until the block ends; yields the ready Server, raises ServerFailed."""
     server = start_service(target, cwd, home, workers, bentoml_config, env)
     try:
