@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 WORKER_MARK = "_bentoml_impl.worker.service"
 PORT_RETRIES = 3  # in the command line of BentoML's request-serving processes
+# An access-log line of BentoML's worker (and of the door, which writes the same): its worker index, path and status.
+ACCESS_LINE = re.compile(r"\[entry_service:[^\]]*:(\d+)\] \S+ \(scheme=\w+,method=\w+,path=([^,)]*)[^)]*\) \(status=(\d+)")
 
 
 class ServerFailed(RuntimeError):
@@ -70,6 +73,22 @@ class Server:
     def log(self) -> str:
         self.log_file.flush()
         return Path(self.log_file.name).read_text(errors="replace")
+
+    def log_size(self) -> int:
+        """Bytes of log so far: where the next lines will start (for answers_by_worker)."""
+        self.log_file.flush()
+        return Path(self.log_file.name).stat().st_size
+
+    def answers_by_worker(self, since: int = 0, path: str | None = None) -> dict[int, int]:
+        """2xx answers (to `path`, or any) each worker's access log recorded after byte `since` of the log: {worker: n}."""
+        counts: dict[int, int] = {}
+        with open(self.log_file.name, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        for worker, answered_path, status in ACCESS_LINE.findall(text):
+            if status.startswith("2") and (path is None or answered_path == path):
+                counts[int(worker)] = counts.get(int(worker), 0) + 1
+        return counts
 
     def processes(self) -> list[psutil.Process]:
         """The started process and all its descendants (circus arbiter, workers; uvicorn's children)."""
@@ -166,13 +185,15 @@ class Server:
 
 
 def _spawn(name: str, cmd: Callable[[int], list[str]], cwd: Path, env: dict[str, str], port: int,
-           logdir: Path) -> Server:
-    """Start `cmd(port)` in its own process group, its output to a log file in `logdir`."""
+           logdir: Path, cpus: set[int] | None = None) -> Server:
+    """Start `cmd(port)` in its own process group (on the CPUs `cpus` only, as `taskset` would), its output to a log file in `logdir`."""
     log = open(logdir / f"{name}-{port}.log", "w+")
     started = time.perf_counter()
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
     def start(port: int) -> subprocess.Popen:
-        return subprocess.Popen(cmd(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=pin)
 
     return Server(name, start(port), port, log, started, respawn=start)
 
@@ -196,9 +217,11 @@ def config_options(base: str = "", workers: int | None = None, bentoml_config: s
 
 
 def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None = None, workers: int | None = None,
-                  bentoml_config: str = "", env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
-    """`bentoml serve <target>` (the repo root or a Bento tag; production mode) on a free port, in `home` (default: a
-    fresh empty BENTOML_HOME: the first start imports the committed models), the service's own settings plus `env`."""
+                  bentoml_config: str = "", env: dict[str, str] | None = None, logdir: Path | None = None,
+                  port: int | None = None, cpus: set[int] | None = None) -> Server:
+    """`bentoml serve <target>` (the repo root or a Bento tag; production mode) on `port` (default: a free one), in
+    `home` (default: a fresh empty BENTOML_HOME: the first start imports the committed models), the service's own
+    settings plus `env`, on the CPUs `cpus` (default: this process's)."""
     home = Path(home or tempfile.mkdtemp(prefix="harness-bentoml-home-"))
     full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     if options := config_options(full_env.get("BENTOML_CONFIG_OPTIONS", ""), workers, bentoml_config):
@@ -206,7 +229,7 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
     def cmd(port: int) -> list[str]:
         return [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
 
-    return _spawn("service", cmd, Path(cwd), full_env, free_port(), logdir or home)
+    return _spawn("service", cmd, Path(cwd), full_env, port or free_port(), logdir or home, cpus)
 
 
 def start_baseline(workers: int | None = None, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
