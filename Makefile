@@ -24,7 +24,7 @@ PY_SUPPORTED := $(shell echo $(PY_VERSION) $(PY_LOWEST) $(or $(PY_BEYOND),999.0)
                          print (n >= lo[1] * 1000 + lo[2] && n < hi[1] * 1000 + hi[2]) ? "yes" : "" }')
 EXAMPLE_GOAL = $(or $(firstword $(MAKECMDGOALS)),serve)
 
-.PHONY: serve test test-full test-lean setup-serve setup-dev browser check-python train-temperature train-mnist container clean
+.PHONY: serve test test-full test-lean setup-serve setup-dev browser haproxy check-python train-temperature train-mnist container clean
 
 # Stops make, in one sentence, when PYTHON does not run or is outside requires-python.
 check-python:
@@ -82,10 +82,19 @@ browser:
 	fi; \
 	[ -x "$$chromium" ] || { echo "make: the browser tests need Chromium at $$chromium: install Debian's chromium (sudo apt-get install chromium) or point CHROMIUM= at a Chromium or Chrome binary, e.g. make test CHROMIUM=/path/to/chromium." >&2; exit 1; }
 
+# tests/needs_torch/test_rollout.py puts Debian's haproxy in front of two replicas; installed the same way.
+haproxy:
+	@if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make: installing Debian's haproxy for tests/needs_torch/test_rollout.py (apt-get install haproxy)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null 2>&1 \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }; \
+	fi; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { echo "make: the rollout test needs HAProxy: install Debian's haproxy (sudo apt-get install haproxy)." >&2; exit 1; }
+
 # Everything with torch installed, then the service's tests again in the lean environment, where torch is absent.
 test: test-full test-lean
 
-test-full: check-python browser $(VENV)/.dev
+test-full: check-python browser haproxy $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 # Also the way to run the service's tests on another Python: `make test-lean PYTHON=python3.13`.

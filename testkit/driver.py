@@ -6,7 +6,8 @@ answer gives (its arrivals meanwhile are held back: counted, not sent), as HTTP 
 client with `honour_retry_after` likewise waits Retry-After before it sends again.
 
 Requests are pre-built bytes written on a pool of keep-alive connections that grows as needed (up to
-`max_connections`); answers are parsed by httptools (status line and length only). Open loop: a request
+`max_connections`); answers are parsed by httptools (status line and length only; with `answer`, the body too,
+each turned into what `answer` returns, kept in `answers`). `stop()` ends a run early. Open loop: a request
 is sent at its arrival time whether or not earlier ones were answered; when no connection is free one
 is opened, and the request waits for it (the wait shows as send lag). Every request gives one row of
 `testkit.records.Records`; the driver's own CPU time is measured (psutil) and reported with it.
@@ -17,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import contextlib
 import itertools
 import random
 import resource
 from time import monotonic
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -57,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.current: tuple[int, float, float, int] | None = None  # (request index, scheduled, sent, source)
         self.idle_since = 0.0
         self.retry_after: float | None = None  # of the answer being parsed
+        self.body = bytearray()  # of the answer being parsed, when the driver keeps answers
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"retry-after":
@@ -78,10 +82,20 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         retry_after, self.retry_after = self.retry_after, None
+        if self.driver.answer is not None:
+            self.driver.answers.append(self.driver.answer(bytes(self.body)))
+            self.body.clear()
         self.driver._answered(self, self.parser.get_status_code(), self.parser.should_keep_alive(), retry_after)
 
     def connection_lost(self, exc) -> None:
         self.driver._lost(self)
+
+
+class _KeepingConnection(_Connection):
+    """A connection that also reads the answers' bodies (httptools calls on_body only where it is defined)."""
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
 
 
 class Driver:
@@ -89,7 +103,7 @@ class Driver:
 
     def __init__(self, url: str, mix: list[tuple[Payload, float]], *, max_connections: int = MAX_CONNECTIONS,
                  timeout: float = 30.0, seed: int = 0, backoff_429: float = 0.0, error_pause: float = 0.05,
-                 honour_retry_after: bool = False):
+                 honour_retry_after: bool = False, answer: Callable[[bytes], Any] | None = None):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
         payloads = [p for p, _ in mix]
@@ -103,6 +117,10 @@ class Driver:
         self.backoff_429 = backoff_429  # closed loop: a polite client pauses after "too many requests"
         self.error_pause = error_pause  # ... and after no answer, rather than spin on a dead server
         self.honour_retry_after = honour_retry_after
+        self.answer = answer  # when set: what it makes of each answer's body, in `answers` in the order answered
+        self.answers: list[Any] = []
+        self.connection_class = _Connection if answer is None else _KeepingConnection
+        self._stop: asyncio.Event | None = None
         self.quiet_until: list[float] = []  # open loop with sources: when each source may send again
         self.held_back = 0  # open-loop arrivals not sent: their source was waiting out a Retry-After
         self.rows: list[tuple] = []
@@ -141,7 +159,7 @@ class Driver:
 
     async def _connect(self) -> None:
         try:
-            _, conn = await self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
+            _, conn = await self.loop.create_connection(lambda: self.connection_class(self), self.host, self.port)
         except OSError:
             self.opening -= 1
             self.connections -= 1
@@ -254,7 +272,9 @@ class Driver:
             self.closed_loop = True
             for _ in range(clients):
                 self._dispatch(self._pick(), self.t0)
-        await asyncio.sleep(max(0.0, self.end - monotonic()))
+        self._stop = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), max(0.0, self.end - monotonic()))
         self.sending = False
         self.stopped_at = monotonic() - self.t0
         self.stopped_sending.set()
@@ -274,6 +294,12 @@ class Driver:
         cpu = sum(proc.cpu_times()[:2]) - cpu0
         return Records.from_rows(self.kinds, self.rows, seconds, client_cpu_s=cpu, client_wall_s=monotonic() - self.t0,
                                  max_connections=self.max_seen, extra={"held_back": self.held_back})
+
+
+    def stop(self) -> None:
+        """Stop sending now (a run ends as if its `seconds` were up); call from the driver's event loop."""
+        if self._stop is not None:
+            self._stop.set()
 
 
 def go(coroutine):

@@ -1,0 +1,275 @@
+"""A rolling update behind a real load balancer: two replicas behind HAProxy, each replaced in turn by one serving a retrained model, under a closed loop of clients; no request may fail, and the answers' version must switch.
+
+    python -m harness.rollout                    # 3 runs (retrains the temperature model once: needs torch)
+    python -m harness.rollout --runs 1 --hogs 1  # beside a CPU hog
+    python -m harness.rollout --new-models DIR   # DIR/temperature-linear: a model folder exported by training
+
+Each replica is `bentoml serve` in its default configuration on a port and model store of its own; HAProxy
+(Debian's, `apt-get install haproxy`) balances --clients closed-loop clients (testkit.driver, keep-alive) over
+them, checking /readyz every 500 ms (`fall 2`, `rise 2`; `HAPROXY_CONFIG` below is the whole configuration,
+what docs/deploy.md recommends). Then, for each replica in turn: SIGTERM to its `bentoml serve` process (it
+drains: not ready, still answering); once it has exited, a replica of the new version starts on the same port
+(the code and models/ of this tree, but models/temperature-linear retrained with another seed) and the next
+replica is replaced once HAProxy has it up. Clients keep sending throughout and for --settle s after.
+
+Pass: every request answered 2xx (no transport error, no 5xx from HAProxy), each replica exited 0 within its
+drain plus a second, and the answers' `version` went from only the old to only the new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import artifacts
+from harness.drain import EXIT_MARGIN_S
+from harness.report import finish, service_settings
+from service.settings import Settings
+from testkit import host
+from testkit.driver import Driver, go
+from testkit.payloads import bench_payloads
+from testkit.server import REPO, Server, ServerFailed, free_port, parse_env, start_service
+
+MODEL = artifacts.TEMPERATURE_LINEAR  # the model retrained for the new version
+HAPROXY_CONFIG = """\
+global
+    maxconn 4096
+    nbthread 1
+    stats socket {stats} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch 1
+
+listen thermo_digits
+    bind 127.0.0.1:{port}
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
+{servers}
+"""
+
+
+def haproxy_path() -> str:
+    path = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
+    if path is None:
+        raise SystemExit("haproxy is not installed: apt-get install -y haproxy (Debian's 2.6), or `make haproxy`")
+    return path
+
+
+@dataclass
+class Balancer:
+    """HAProxy in front of named servers; its stats socket says which it has up."""
+
+    proc: subprocess.Popen
+    port: int
+    stats: Path
+
+    @classmethod
+    def start(cls, servers: dict[str, int], where: Path) -> "Balancer":
+        port, stats = free_port(), where / "haproxy.sock"
+        lines = "\n".join(f"    server {name} 127.0.0.1:{p} check" for name, p in servers.items())
+        config = where / "haproxy.cfg"
+        config.write_text(HAPROXY_CONFIG.format(stats=stats, port=port, servers=lines))
+        with open(where / "haproxy.log", "w") as log:
+            proc = subprocess.Popen([haproxy_path(), "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        balancer = cls(proc, port, stats)
+        balancer.wait(lambda up: set(up) == set(servers), 30)
+        return balancer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> set[str]:
+        """The servers HAProxy would send requests to now."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.stats))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        rows = [line.split(",") for line in data.decode().splitlines() if line and not line.startswith("#")]
+        return {r[1] for r in rows if r[1] not in ("FRONTEND", "BACKEND") and r[17].startswith("UP")}
+
+    def wait(self, condition, timeout: float) -> float:
+        """Seconds until condition(up()) held; TimeoutError if not within `timeout`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited with {self.proc.returncode}")
+            with contextlib.suppress(OSError):
+                if condition(self.up()):
+                    return time.monotonic() - started
+            time.sleep(0.05)
+        raise TimeoutError("HAProxy did not reach the expected state")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def retrain(out: Path, seed: int = 1) -> Path:
+    """The linear temperature model trained again with another seed (`python -m training`; needs torch): its folder."""
+    subprocess.run([sys.executable, "-m", "training", "temperature", "--model", "linear", "--seed", str(seed),
+                    "--log-every", "1000000", "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+    return out / MODEL
+
+
+def new_version_tree(model_dir: Path, where: Path) -> Path:
+    """A tree serving this repository's code and models, but `model_dir` as models/temperature-linear."""
+    tree = where / "new-version"
+    for entry in ("service", "artifacts", "bentofile.yaml"):
+        (shutil.copytree if (REPO / entry).is_dir() else shutil.copy2)(REPO / entry, tree / entry)
+    for m in artifacts.MODELS:
+        (tree / "models" / m.name).mkdir(parents=True)
+        source = Path(model_dir) if m.name == MODEL else REPO / "models" / m.name
+        for f in source.iterdir():
+            if f.is_file():
+                (tree / "models" / m.name / f.name).symlink_to(f.resolve())
+    return tree
+
+
+def version_of(body: bytes) -> str | None:
+    try:
+        return json.loads(body).get("version")
+    except ValueError:
+        return None
+
+
+async def replace(name: str, old: Server, tree: Path, balancer: Balancer, drain_s: float, workers: int | None,
+                  env: dict[str, str], logdir: Path) -> tuple[Server, dict]:
+    """SIGTERM `old`; once it has exited, a new-version replica on its port; return it once HAProxy has it up."""
+    signalled = time.monotonic()
+    os.kill(old.proc.pid, signal.SIGTERM)
+    down_after = await asyncio.to_thread(balancer.wait, lambda up: name not in up, drain_s + 30)
+    status = await asyncio.to_thread(old.proc.wait, drain_s + 30)
+    exited_after = time.monotonic() - signalled
+    new = await asyncio.to_thread(start_service, cwd=tree, home=tempfile.mkdtemp(prefix="rollout-home-"),
+                                  workers=workers, env=env, port=old.port, logdir=logdir)
+    ready_after = await asyncio.to_thread(new.wait_ready, 120, 0.1)
+    up_after = await asyncio.to_thread(balancer.wait, lambda up: name in up, 60)
+    return new, {"replica": name, "exit_status": status, "exited_after_s": round(exited_after, 3),
+                 "marked_down_after_s": round(down_after, 3), "new_ready_after_start_s": round(ready_after, 3),
+                 "new_up_in_haproxy_after_ready_s": round(up_after, 3)}
+
+
+async def rollout(balancer: Balancer, replicas: dict[str, Server], tree: Path, clients: int, warmup: float,
+                  settle: float, drain_s: float, workers: int | None, env: dict[str, str],
+                  logdir: Path) -> tuple[dict, dict[str, Server]]:
+    """Clients through `balancer` while each of `replicas` is replaced in turn; the figures and the new replicas."""
+    driver = Driver(balancer.url, [(bench_payloads()["temperature"], 1.0)], timeout=30, answer=version_of)
+    runner = asyncio.create_task(driver.run(3600, clients=clients, drain=35))
+    await asyncio.sleep(warmup)
+    steps, marks = [], []
+    for name in list(replicas):
+        marks.append(len(driver.answers))
+        replicas[name], step = await replace(name, replicas[name], tree, balancer, drain_s, workers, env, logdir)
+        steps.append(step)
+    marks.append(len(driver.answers))
+    await asyncio.sleep(settle)
+    driver.stop()
+    records = await runner
+    versions = driver.answers
+    old_version = artifacts.read_metadata(REPO / "models" / MODEL)["version"]
+    new_version = artifacts.read_metadata(tree / "models" / MODEL)["version"]
+    return {
+        "requests": len(records), "answered_2xx": int(records.ok.sum()),
+        "non_2xx": int(((records.status > 0) & ~records.ok).sum()), "transport_errors": int(records.transport_errors.sum()),
+        "by_status": records.by_status(), "not_ok": records.not_ok(20),
+        "ok_per_s": round(float(records.ok.sum()) / max(records.client_wall_s, 1e-9), 1),
+        "old_version": old_version, "new_version": new_version,
+        "versions_before": sorted(set(versions[:marks[0]])), "versions_after": sorted(set(versions[marks[-1]:])),
+        "answers_during": {v: versions[marks[0]:marks[-1]].count(v) for v in set(versions[marks[0]:marks[-1]])},
+        "steps": steps,
+    }, replicas
+
+
+def passed(run: dict, drain_s: float) -> bool:
+    return (run["non_2xx"] == 0 and run["transport_errors"] == 0 and run["answered_2xx"] > 0
+            and run["versions_before"] == [run["old_version"]] and run["versions_after"] == [run["new_version"]]
+            and all(s["exit_status"] == 0 and s["exited_after_s"] <= drain_s + EXIT_MARGIN_S for s in run["steps"]))
+
+
+def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int | None, env: dict[str, str]) -> dict:
+    """Two old-version replicas behind HAProxy, both replaced under load; the run's figures (`passed` included)."""
+    drain_s = Settings.from_env({**os.environ, **env}).drain_s
+    logdir = Path(tempfile.mkdtemp(prefix="harness-rollout-"))
+    replicas = {name: start_service(home=tempfile.mkdtemp(prefix="rollout-home-"), workers=workers, env=env,
+                                    logdir=logdir) for name in ("a", "b")}
+    balancer = None
+    try:
+        for r in replicas.values():
+            r.wait_ready()
+        balancer = Balancer.start({n: r.port for n, r in replicas.items()}, logdir)
+        run, replicas = go(rollout(balancer, replicas, tree, clients, warmup, settle, drain_s, workers, env, logdir))
+    except (ServerFailed, TimeoutError, RuntimeError) as e:
+        run = {"error": str(e), "steps": []}
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for r in replicas.values():
+            if r.proc.poll() is None:
+                r.stop()
+    run["passed"] = "error" not in run and passed(run, drain_s)
+    run["logs"] = str(logdir)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=16, help="closed-loop clients through HAProxy (default 16)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the first replacement")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds of load after the last replacement")
+    ap.add_argument("--workers", type=int, default=None, help="pin each replica's worker count (default: its own)")
+    ap.add_argument("--new-models", type=Path, help=f"a folder holding {MODEL}/ (default: retrain it, needs torch)")
+    ap.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run")
+    ap.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment of every replica, e.g. "
+                    "SERVICE_SKIP_PATCHES=drain to see what the drain is for (default: none, the defaults)")
+    ap.add_argument("--out", help="results file (default harness/results/rollout-<date>.json)")
+    args = ap.parse_args(argv)
+    env = parse_env(args.env)
+    haproxy_path()
+    where = Path(tempfile.mkdtemp(prefix="harness-rollout-tree-"))
+    model_dir = args.new_models / MODEL if args.new_models else retrain(where / "models")
+    tree = new_version_tree(model_dir, where)
+    runs = []
+    with host.cpu_hogs(args.hogs):
+        for i in range(args.runs):
+            run = one_run(tree, args.clients, args.warmup, args.settle, args.workers, env)
+            runs.append(run)
+            print(f"run {i + 1}: {run.get('answered_2xx')} answered, non-2xx {run.get('non_2xx')}, transport errors "
+                  f"{run.get('transport_errors')}, versions {run.get('versions_before')} -> {run.get('versions_after')}, "
+                  f"steps {run.get('steps')}{' error: ' + run['error'] if 'error' in run else ''}: "
+                  f"{'pass' if run['passed'] else 'FAIL'}", flush=True)
+    haproxy = subprocess.run([haproxy_path(), "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    results = {"command": "python -m harness.rollout" + "".join(f" {a}" for a in sys.argv[1:]), "haproxy": haproxy,
+               "haproxy_config": HAPROXY_CONFIG, "clients": args.clients, "cpu_hogs": args.hogs, "runs": runs,
+               "passed_runs": sum(r["passed"] for r in runs), "of": len(runs)}
+    results["passed"] = results["passed_runs"] == results["of"]
+    sys.exit(finish("rollout", results, args.out, service=service_settings(env, args.workers)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""A rolling update behind HAProxy under load (harness.rollout): two replicas replaced in turn by replicas serving a
+retrained temperature model; no request fails and the answers' version switches from the old to the new."""
+
+import pytest
+
+from harness.rollout import haproxy_path, new_version_tree, one_run, retrain
+
+
+@pytest.fixture(scope="module")
+def new_version(tmp_path_factory):
+    where = tmp_path_factory.mktemp("rollout")
+    return new_version_tree(retrain(where / "models"), where)
+
+
+def test_a_rolling_update_behind_haproxy_loses_no_request(new_version, record_property):
+    haproxy_path()  # `make test` installs Debian's haproxy; without it this fails, saying how to install it
+    run = one_run(new_version, clients=16, warmup=2.0, settle=2.0, workers=None, env={})
+    record_property("figures", {k: v for k, v in run.items() if k != "logs"})
+    assert run["passed"], run
