@@ -176,6 +176,25 @@ def check_probes_hit_health_routes_on_the_container_port(m):
         assert container_port(m, get["port"]) is not None, f"{probe} targets no container port"
 
 
+def check_a_rolling_update_loses_nothing(m):
+    """A new pod is ready before an old one stops; the old one leaves the Service within its drain and is given the drain
+    plus the longest request to finish (docs/deploy.md)."""
+    from service.service import ThermoDigits
+    from service.settings import Settings
+
+    update = m["Deployment"]["spec"].get("strategy", {})
+    assert update.get("type", "RollingUpdate") == "RollingUpdate"
+    assert update.get("rollingUpdate", {}).get("maxUnavailable") == 0, "maxUnavailable must be 0"
+    assert update["rollingUpdate"].get("maxSurge", 1) not in (0, "0%"), "maxSurge 0 with maxUnavailable 0 cannot roll"
+    drain = Settings.from_env(env_of(server(m))).drain_s
+    probe = server(m)["readinessProbe"]
+    unready_within = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) + probe.get("timeoutSeconds", 1)
+    assert unready_within < drain, f"readiness fails {unready_within} s after SIGTERM: not within the {drain}-s drain"
+    longest = ThermoDigits.config["traffic"]["timeout"]
+    grace = pod_spec(m).get("terminationGracePeriodSeconds", 30)
+    assert grace >= drain + longest + 1, f"terminationGracePeriodSeconds {grace} < drain {drain} + longest {longest}"
+
+
 def check_service_reaches_the_container_port(m):
     spec = m["Service"]["spec"]
     assert selects({"matchLabels": spec["selector"]}, pod_labels(m))
@@ -219,6 +238,10 @@ def test_tokens_come_from_a_read_only_secret(manifests):
 
 def test_probes_hit_health_routes_on_the_container_port(manifests):
     check_probes_hit_health_routes_on_the_container_port(manifests)
+
+
+def test_a_rolling_update_loses_nothing(manifests):
+    check_a_rolling_update_loses_nothing(manifests)
 
 
 def test_service_reaches_the_container_port(manifests):
@@ -351,6 +374,14 @@ MUTATIONS = {
         "readiness on liveness": lambda m: server(m)["readinessProbe"]["httpGet"].update(path="/livez"),
         "startup elsewhere": lambda m: server(m)["startupProbe"]["httpGet"].update(path="/"),
         "wrong port": lambda m: server(m)["readinessProbe"]["httpGet"].update(port=3001),
+    },
+    check_a_rolling_update_loses_nothing: {
+        "one pod down at a time": lambda m: m["Deployment"]["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1),
+        "no surge": lambda m: m["Deployment"]["spec"]["strategy"]["rollingUpdate"].update(maxSurge=0),
+        "recreate": lambda m: m["Deployment"]["spec"].update(strategy={"type": "Recreate"}),
+        "Kubernetes' default grace": lambda m: pod_spec(m).pop("terminationGracePeriodSeconds"),
+        "readiness too slow to fail": lambda m: server(m)["readinessProbe"].update(periodSeconds=5),
+        "no drain": lambda m: set_env(m, "SERVICE_DRAIN_S", "0"),
     },
     check_service_reaches_the_container_port: {
         "targetPort": lambda m: m["Service"]["spec"]["ports"][0].update(targetPort=8080),
