@@ -5,7 +5,7 @@
 
 Side A is the real service (`bentoml serve .`, production mode) in its default configuration; side B the
 bare Starlette baseline (harness/baseline.py under uvicorn). Both run at once with the same worker count
-(--workers, default the service's own); wrk drives one at a time, alternating which goes first, so that drift on the
+(--workers, default the service's own; several counts: harness/scaling.py); wrk drives one at a time, alternating which goes first, so that drift on the
 machine hits both alike. --env and --bentoml-config change the service's configuration; when used, they
 are written into the report next to the figures.
 """
@@ -13,7 +13,6 @@ are written into the report next to the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="for every endpoint but digits64")
     ap.add_argument("--digits64-concurrency", type=int, nargs="*", default=[16], help="for digits64 (default 16)")
     ap.add_argument("--endpoints", nargs="+", default=names, choices=names)
-    ap.add_argument("--workers", type=int, default=None, help="worker count of both sides (default: the service's own, one per usable CPU)")
+    ap.add_argument("--workers", type=int, nargs="+", default=None,
+                    help="worker count of both sides (default: the service's own, one per usable CPU); several counts: "
+                    "the service with each, side by side, and no baseline (harness/scaling.py)")
+    ap.add_argument("--share-rounds", type=int, default=10, help="with several --workers: rounds of the deciding cells")
+    ap.add_argument("--share-seconds", type=float, default=4, help="with several --workers: seconds of each")
     ap.add_argument("--warmup", type=float, default=2, help="seconds of unrecorded load per endpoint and side")
     ap.add_argument("--cold-trials", type=int, default=3, help="restarts timed with a populated model store (0: no cold start step)")
     ap.add_argument("--soak", type=float, default=300, help="seconds of the soak at half capacity (0: skip)")
@@ -74,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown is None and not args.hogs:
         args.markdown = REPO / "docs" / "benchmarks.md"
     with cpu_hogs(args.hogs):
+        if args.workers and len(args.workers) > 1:
+            from harness import scaling
+
+            sys.exit(scaling.run(args))
+        args.workers = args.workers[0] if args.workers else None
         run(args)
 
 
@@ -141,8 +149,7 @@ def run(args: argparse.Namespace) -> None:
     path = report.save("bench", results, path, service)
     if args.markdown:
         print("6/6 report", flush=True)
-        peers = sorted(report.RESULTS.glob("peers-*.json"))  # the newest peers run, rendered beside this one
-        render.write(json.loads(path.read_text()), args.markdown, json.loads(peers[-1].read_text()) if peers else None)
+        report.render_all(args.markdown, path)  # with the newest peers and worker-count runs
     print(f"wrote {path}{f' and {args.markdown}' if args.markdown else ''} in {results['elapsed_s']:.0f} s")
 
 

@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-seconds", type=float, default=5, help="per closed-loop wrk cell (0: skip step 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--digits64-concurrency", type=int, nargs="*", default=[16])
-    parser.add_argument("--workers", type=int, default=None, help="pin the worker count (default: the service's own)")
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="pin the worker count (default: the service's own); several: the whole run with each, in "
+                        "turn, in one results file")
     parser.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run "
                         "(1 on two cores: a host half as fast); started and stopped here")
     parser.add_argument("--out", help="JSON results file (default harness/results/overload-<date>.json)")
@@ -172,16 +174,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
+    hide = ("closed_loop", "recovery", "capacity_by_clients", "flood_not_2xx_first_100")
     if args.url:
         result = run(Server.external(args.url), args)
     else:
-        with serving(workers=args.workers) as server:
-            result = run(server, args)
-            result["checks"]["ready at the end"] = server.ready()
+        by_workers = {}
+        for workers in args.workers or [None]:
+            print(f"== workers: {workers or 'the default'}", flush=True)
+            with serving(workers=workers) as server:
+                by_workers[len(server.workers())] = result = run(server, args)
+                result["checks"]["ready at the end"] = server.ready()
+        if len(by_workers) > 1:  # side by side: each count's figures, its checks named after it
+            result = {"by_workers": by_workers, "checks": {f"{w} worker(s): {name}": ok for w, r in by_workers.items()
+                                                           for name, ok in r["checks"].items()}}
+            hide = ("by_workers",)
     result["cpu_hogs"] = args.hogs
     result["passed"] = all(result["checks"].values())
-    return finish("overload", result, args.out, hide=("closed_loop", "recovery", "capacity_by_clients", "flood_not_2xx_first_100"),
-                  service=service_settings(workers=args.workers, url=args.url))
+    workers = args.workers[0] if args.workers and len(args.workers) == 1 else None
+    service = service_settings(workers=workers, url=args.url)
+    if args.workers and len(args.workers) > 1:
+        service["workers"] = sorted(args.workers)
+    return finish("overload", result, args.out, hide=hide, service=service)
 
 
 if __name__ == "__main__":

@@ -109,27 +109,44 @@ def finish(name: str, result: dict, out: str | Path | None = None, hide: tuple[s
     return 0 if result["passed"] else 1
 
 
+def runs_of(name: str) -> list[Path]:
+    """harness/results/<name>-<date>.json, oldest first (bench-workers-<date> is not a run of bench)."""
+    return sorted(p for p in RESULTS.glob(f"{name}-*.json") if p.name[len(name) + 1:][:1].isdigit())
+
+
 def latest(name: str) -> Path:
-    runs = sorted(RESULTS.glob(f"{name}-*.json"))
+    runs = runs_of(name)
     if not runs:
-        raise SystemExit(f"no {RESULTS}/{name}-*.json")
+        raise SystemExit(f"no {RESULTS}/{name}-<date>.json")
     return runs[-1]
+
+
+def newest(name: str) -> dict | None:
+    """The newest harness/results/<name>-<date>.json, read (None: there is none)."""
+    runs = runs_of(name)
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def render_all(markdown: Path, bench: Path | None = None, peers: Path | None = None, workers: Path | None = None) -> None:
+    """docs/benchmarks.md from a bench run, a peers run and a worker-count run (each default: the newest)."""
+    from harness import render
+
+    render.write(json.loads((bench or latest("bench")).read_text()), markdown,
+                 json.loads(peers.read_text()) if peers else newest("peers"),
+                 json.loads(workers.read_text()) if workers else newest("bench-workers"))
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from harness import render
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", nargs="?", type=Path, help="a bench results file (default: the newest bench-*.json)")
     ap.add_argument("--peers", type=Path, help="a peers results file (default: the newest peers-*.json, if any)")
+    ap.add_argument("--workers", type=Path, help="a worker-count results file (default: the newest bench-workers-*.json)")
     ap.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
-    source = args.source or latest("bench")
-    peers = args.peers or (latest("peers") if list(RESULTS.glob("peers-*.json")) else None)
-    render.write(json.loads(source.read_text()), args.markdown, json.loads(peers.read_text()) if peers else None)
-    print(f"wrote {args.markdown} (and its plot) from {source}" + (f" and {peers}" if peers else ""))
+    render_all(args.markdown, args.source, args.peers, args.workers)
+    print(f"wrote {args.markdown} (and its plot)")
 
 
 if __name__ == "__main__":
