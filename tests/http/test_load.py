@@ -99,7 +99,8 @@ def test_an_open_loop_flood_is_refused_with_429_and_retry_after_and_leaves_no_tr
     """64-image batches arriving at three times the rate this server serves them: past the floor the surplus is
     refused with 429, Retry-After and the error shape; every request is answered, the admitted ones correctly."""
     rate = 3 * capacity(server.url, batch64)
-    seconds = max(3.0, 2 * FLOOR / (rate - rate / 3))  # the queue grows by two thirds of the rate: past the floor
+    workers = len(server.workers())  # each holds FLOOR before it refuses; the flood is spread over them
+    seconds = max(3.0, 2 * FLOOR * workers / (rate - rate / 3))  # the queues grow by two thirds of the rate: past the floors
     seen: list[tuple[int, dict, dict]] = []
 
     async def flood_and_watch():
