@@ -7,6 +7,8 @@ docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from no
 
 | patch | upstream target | why | measured benefit | test | delete when |
 | --- | --- | --- | --- | --- | --- |
+| ``reuseport`` | ``circus.sockets.CircusSocket.bind``/``listen`` (the API server's socket reserves the port, SO_REUSEPORT, no listen; a port something listens on stops the start); ``uvicorn.Server.startup`` (each worker listens on a socket of its own) | one shared socket gives each connection to whichever worker wins ``accept()``: whole rounds landed on one worker (BentoML #5426) | two workers: least share of a round 0-24 % -> 43-50 %; /temperature c=16 2,676 -> 4,783 2xx/s | tests/upstream/test_arbiter.py, tests/upstream/test_server.py, tests/http/test_workers.py | BentoML gives each worker its own socket (PR #5557) or uvicorn a ``reuse_port`` |
+| ``drain`` | ``uvicorn.Server.handle_exit``/``on_tick``/``shutdown``; ``HttpToolsProtocol._start_asgi_task``/``shutdown`` (via ``Door``'s base); ``circus.controller.SysHandler`` | SIGTERM closed the listener and idle keep-alive connections at once, and a second SIGTERM was ignored | SIGTERM under 32 clients: 26-33 requests lost -> 0 | tests/upstream/test_server.py, tests/upstream/test_arbiter.py, tests/http/test_drain.py | uvicorn drains on SIGTERM (a drain period, keep-alive off, no reset of queued connections) and BentoML forwards it |
 | ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]``: ``HttpToolsProtocol`` subclassed (``_start_asgi_task``, ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) | flood refusals p99 1.26-1.37x faster | tests/upstream/test_door.py | uvicorn offers a hook before the ASGI task and a head limit for httptools |
 | ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn | flood refusals max 53 ms instead of up to 456 ms | tests/upstream/test_door.py | libuv accepts a burst per turn (libuv PR #3696) |
 | ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape | /temperature p99 11-19x lower | tests/upstream/test_bentoml_app.py | BentoML cancels its timer |
@@ -17,7 +19,8 @@ docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from no
 | ``openapi`` | ``_bentoml_sdk.service.factory.Service.openapi_spec`` (property) | /docs.json not valid OpenAPI 3.0, errors misdescribed | correctness | tests/upstream/test_openapi.py | BentoML generates valid 3.0 with the service's errors |
 | (read) | ``_bentoml_impl/server/main-openapi.html`` (service/upstream/swagger.py) | BentoML's Swagger page loads Google Tag Manager | privacy | tests/browser/test_page.py | BentoML drops the tag manager |
 
-Order, as ``install`` applies them: multipart and openapi (request parsing and the document), the door and the
+Order, as ``install`` applies them: multipart and openapi (request parsing and the document), the supervisor's
+socket and signals (before ``serve_http`` builds them), the worker's server and protocol, the door and the
 loop (before uvicorn loads its config in the worker), the middleware stack changes and the wrapper cache
 (before the worker builds its ASGI app); ``after_load`` tunes the collector once the models are loaded. The
 patches in ``SKIPPABLE`` can be left out with ``SERVICE_SKIP_PATCHES`` (for A/B measurement only).
