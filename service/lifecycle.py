@@ -10,7 +10,7 @@ The phases, in order (each only ever moves forward):
 * closing (``close()``, once ``over()``): the listener is closed; what was already accepted is answered.
 * ``forced`` (a second SIGTERM, or SIGINT): nothing more is waited for.
 
-This module does no I/O; its clock is injectable (tests/unit/test_lifecycle.py).
+This module does no I/O; its clock is injectable (tests/unit/test_drain_state.py).
 """
 
 from __future__ import annotations
