@@ -12,7 +12,27 @@ Strict, like the typed endpoints: exactly one input, named and typed as the mode
 its shape the model's with the batch (-1) from 1 to its task's most rows (artifacts.MODELS), and `data` that
 many finite JSON numbers, row-major, flat or nested exactly as `shape` (mnist-fc*: within the
 metadata's range [0, 1]). Unknown fields are refused; parameters that would change the answer
-(classification, shared memory) are refused; other parameters are ignored. Every refusal is a 4xx
+(classification, shared memory) are refused; other parameters are ignored.
+
+What OIP clients send beside the tensors, each handled on purpose (tests/http/test_kserve.py,
+tests/http/test_tritonclient.py, tests/http/test_v2.py):
+
+* ``model_name``, ``model_version`` (KServe's SDK puts ``model_name`` in every body): must be the path's, else
+  400 naming both; a ``model_version`` where the path names none must be the version served, else 404 (as in a
+  path). Not in /docs.json (service/v2/schemas.py says why).
+* ``id`` (tritonclient, KServe's SDK: a UUID each time, MLServer): echoed.
+* request ``parameters``: ``binary_data_output`` (tritonclient, when no output is listed) is honoured;
+  tritonclient's ``sequence_id``, ``sequence_start``, ``sequence_end``, ``priority`` and ``timeout`` and
+  MLServer's ``content_type`` (a codec hint for its own runtimes: datatype and shape say what a tensor is here)
+  are ignored, as is any other scalar. Values must be scalars as the protocol says: MLServer's ``headers``
+  (an object, which its server adds itself) is refused.
+* input ``parameters``: ``binary_data_size`` (binary extension) is honoured, the shared-memory ones refused,
+  MLServer's ``content_type`` and the rest ignored.
+* ``outputs`` with ``parameters``: ``binary_data`` is honoured, ``classification`` and shared memory refused.
+* JSON ``null`` for an optional field is refused (the protocol has no null there; MLServer's models leave unset
+  fields out).
+
+Every refusal is a 4xx
 ``{"error": "<sentence>"}``: 400 bad input, 404 unknown model or version, 415 content encoding, 503 not
 loaded yet (415 content type, 413, 408, 429 and 504 come from the guard, service/api/guard.py, which
 every POST passes).
@@ -69,22 +89,45 @@ def handler(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
 
 def loaded_models() -> Any:
     """The worker's Models (service/inference/models.py); 503 until the service has loaded them."""
-    models = getattr(bentoml.get_current_service(), "models", None)
+    return require_loaded(getattr(bentoml.get_current_service(), "models", None))
+
+
+def require_loaded(models: Any) -> Any:
+    """`models` when they are loaded (a Models), else 503 (the gRPC servicer asks it too)."""
     if not hasattr(models, "predict"):
         fail("the models are not loaded yet; retry in a moment", 503)
     return models
 
 
-def lookup(request: Request) -> tuple[Any, Any]:
-    """(models, model) named by the path; 404 names what exists."""
-    models = loaded_models()
-    name, version = request.path_params["name"], request.path_params.get("version")
+def find(models: Any, name: str, version: str | None) -> Any:
+    """The loaded model `name` (at `version`, when given); 404 names what exists (the gRPC servicer asks it too)."""
     m = models.get(name)
     if m is None:
         fail(f"no model named {short(name)}; the models are {', '.join(sorted(models.loaded))}", 404)
     if version is not None and version != m.version:
         fail(f"model {name!r} has no version {short(version)}; it serves version {m.version!r}", 404)
-    return models, m
+    return m
+
+
+def lookup(request: Request) -> tuple[Any, Any]:
+    """(models, model) named by the path."""
+    models = loaded_models()
+    return models, find(models, request.path_params["name"], request.path_params.get("version"))
+
+
+def check_addressed(body: s.V2InferRequest, models: Any, m: Any, path_version: str | None) -> None:
+    """The body's model_name and model_version, when present, must name what the path does (400; KServe's SDK repeats
+    the name); a model_version where the path names none must be the version the model serves (404, as in a path)."""
+    if body.model_name is not None and body.model_name != m.name:
+        fail(f"model_name: the body names model {short(body.model_name)} but the path names {m.name!r}; "
+             "send the same name or leave model_name out")
+    if body.model_version is None:
+        return
+    if path_version is None:
+        find(models, m.name, body.model_version)
+    elif body.model_version != path_version:
+        fail(f"model_version: the body names version {short(body.model_version)} but the path names "
+             f"{path_version!r}; send the same version or leave model_version out")
 
 
 def tensor(spec: dict) -> dict:
@@ -138,6 +181,7 @@ async def infer(request: Request) -> Response:
              f"or send {JSON_TYPE}")
     models, m = lookup(request)
     body, binary = parse(await request.body(), header)
+    check_addressed(body, models, m, request.path_params.get("version"))
     outputs = requested_outputs(m, body)
     x = input_array(m, body, binary)
     y = np.asarray(await models.predict(m.name, x))  # each model has one output

@@ -16,6 +16,7 @@ import math
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 import artifacts
 from service.api.schemas import Strict
@@ -30,6 +31,9 @@ UNSUPPORTED = {"classification": "the classification extension",
                "shared_memory_region": "the shared-memory extensions",
                "shared_memory_byte_size": "the shared-memory extensions",
                "shared_memory_offset": "the shared-memory extensions"}
+
+# Every parameter this server reads or refuses; any other is ignored.
+ACTED_ON = frozenset({BINARY_SIZE, BINARY_OUTPUT, BINARY_RESPONSE, *UNSUPPORTED})
 
 Str = Annotated[str, Field(strict=True)]
 Int = Annotated[int, Field(strict=True)]
@@ -78,6 +82,12 @@ class V2RequestOutput(Strict):
 
 
 class V2InferRequest(Strict):
+    # Accepted, not in /docs.json (INFER_DOC says it): no JSON Schema can say "the path's name", so a fuzzer's
+    # schema-valid bodies would name other models (harness/st_hooks.py builds the positive cases).
+    model_name: SkipJsonSchema[Str] = Field(None, description="The path's model name, repeated (KServe's SDK sends "
+                                                              "it); another name is refused.")
+    model_version: SkipJsonSchema[Str] = Field(None, description="The path's version (or, when the path names "
+                                                                 "none, the version served), repeated.")
     id: Str = Field(None, description="Echoed in the response.")
     parameters: RequestParameters = Field(None)
     inputs: list[V2RequestInput] = Field(min_length=1, fail_fast=True, description="Exactly one input tensor.")
@@ -145,8 +155,10 @@ ERRORS = {
     "503": "The models are not loaded yet, or (readiness) the server is draining after SIGTERM.",
 }  # and 408, 413, 429, 504 as every POST (service/api/openapi.py's API_ERRORS)
 INFER_DOC = (
-    "Run the model on one input tensor. Binary tensor data extension: with the header "
-    "`Inference-Header-Content-Length: n` (and Content-Type application/octet-stream, or none) the body is n "
+    "Run the model on one input tensor. The body may repeat the model's name and version as `model_name` and "
+    "`model_version` (KServe's SDK sends `model_name`): they must be the path's (400 otherwise; a `model_version` "
+    "where the path names none must be the version served, 404 otherwise). Binary tensor data extension: with the "
+    "header `Inference-Header-Content-Length: n` (and Content-Type application/octet-stream, or none) the body is n "
     "bytes of this JSON followed by each input's raw little-endian bytes, sized by its "
     "`parameters.binary_data_size`. Outputs asked for as binary data (`binary_data_output`, `binary_data`) come "
     "back the same way, as application/octet-stream.")

@@ -183,6 +183,42 @@ def test_id_is_echoed_and_outputs_can_be_chosen(http):
     assert infer(http, LINEAR, readings([35.7], parameters={"priority": 1, "x": "y"})).status_code == 200
 
 
+def test_body_may_repeat_the_paths_model_name_and_version(http):
+    """KServe's SDK puts model_name in every body; a name or version other than the path's is refused naming both."""
+    expected = infer(http, LINEAR, T).json()["outputs"]
+    named = {**T, "model_name": LINEAR, "model_version": VERSION[LINEAR]}
+    for version in (None, VERSION[LINEAR]):
+        r = infer(http, LINEAR, named, version=version)
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"] == expected
+    assert_error(infer(http, LINEAR, {**T, "model_name": MLP}), 400,
+                 f"model_name: the body names model '{MLP}' but the path names '{LINEAR}'")
+    assert_error(infer(http, LINEAR, {**T, "model_name": MLP}, version=VERSION[LINEAR]), 400, f"'{MLP}'", f"'{LINEAR}'")
+    assert_error(infer(http, LINEAR, {**T, "model_version": VERSION[MLP]}, version=VERSION[LINEAR]), 400,
+                 f"model_version: the body names version '{VERSION[MLP]}' but the path names '{VERSION[LINEAR]}'")
+    # where the path names no version, the body's stands in its place: 404 as for a path
+    assert_error(infer(http, LINEAR, {**T, "model_version": "1"}), 404,
+                 f"model '{LINEAR}' has no version '1'; it serves version '{VERSION[LINEAR]}'")
+    assert_error(infer(http, LINEAR, {**T, "model_name": 7}), 400, "model_name: Input should be a valid string")
+    assert_error(infer(http, LINEAR, {**T, "model_version": None}), 400, "model_version: Input should be a valid string")
+
+
+def test_mlserver_request_fields_are_accepted(http):
+    """The body mlserver 1.7.1's request model makes (NumpyRequestCodec.encode_request(...).model_dump_json(), seen
+    by hand: mlserver cannot share the clients' venv with kserve, nor install on Python 3.13): content_type
+    parameters on the request, input and output, ignored; its `headers` parameter (an object) is not a protocol
+    scalar."""
+    body = {"id": "m-1", "parameters": {"content_type": "np"},
+            "inputs": [{"name": "readings", "shape": [2, 1], "datatype": "FP64", "parameters": {"content_type": "np"},
+                        "data": [35.7, 55.9]}],
+            "outputs": [{"name": "celsius", "parameters": {"content_type": "np"}}]}
+    r = infer(http, LINEAR, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"] == infer(http, LINEAR, T).json()["outputs"] and r.json()["id"] == "m-1"
+    assert_error(infer(http, LINEAR, {**body, "parameters": {"headers": {"x": "y"}}}), 400,
+                 "parameters.headers: a parameter must be a string, a finite number or a boolean")
+
+
 def test_binary_outputs_per_output_or_per_request(http):
     values = [35.7, 55.9, 58.2]
     expected = infer(http, LINEAR, readings(values)).json()["outputs"][0]["data"]
