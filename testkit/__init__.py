@@ -1,1 +1,1 @@
-"""What the tests and the harness share to drive a real server: request bodies (payloads), server processes (server), a load driver (driver) and its records."""
+"""What the tests and the harness share to drive a real server: request bodies (payloads), server processes (server), a load driver (driver) and its records; the v2 gRPC servicer in-process (grpc_servicer) and the OIP clients' own venv (clients)."""

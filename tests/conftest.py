@@ -50,3 +50,11 @@ def running_server(target: str, cwd: Path, home: str, timeout: float = 120, env:
 @pytest.fixture(scope="session")
 def serve():
     return running_server
+
+
+@pytest.fixture(scope="session")
+def oip_clients() -> Path:
+    """The python of the OIP clients' venv (KServe's SDK, tritonclient.grpc; testkit/clients.py), made on first use."""
+    from testkit import clients
+
+    return clients.ensure()

@@ -12,3 +12,19 @@ SLOPE, INTERCEPT = (float(v) for v in np.polyfit(T_U, T_C, 1))  # least squares,
 def celsius(readings) -> np.ndarray:
     """What the linear model must answer: the least-squares line through the 11 points."""
     return SLOPE * np.asarray(readings, dtype=np.float64) + INTERCEPT
+
+
+def v2_cases(post, mnist_raw: np.ndarray, readings: list[float], n_images: int = 8) -> dict[str, tuple[dict, list]]:
+    """By model: (a v2 input tensor, the typed endpoint's answer to the same input as one flat list), for every model;
+    `post(path, body)` answers a typed endpoint's JSON, `mnist_raw` are 0-255 images (N x 28 x 28)."""
+    images = (mnist_raw[:n_images].astype(np.float64) / 255).astype(np.float32)
+    found = {}
+    for choice, m in artifacts.choices(artifacts.TEMPERATURE).items():
+        answer = post("/temperature", {"readings": readings, "model": choice})
+        found[m.name] = ({"name": "readings", "datatype": "FP64", "shape": [len(readings), 1], "data": readings},
+                         answer["celsius"])
+    for choice, m in artifacts.choices(artifacts.DIGITS).items():
+        answer = post("/digits", {"images": mnist_raw[:n_images].tolist(), "model": choice})
+        found[m.name] = ({"name": "images", "datatype": "FP32", "shape": [n_images, 1, 28, 28],
+                          "data": images.ravel().tolist()}, [p for a in answer for p in a["probabilities"]])
+    return found
