@@ -56,6 +56,14 @@ def parse(body: bytes, header: str | None) -> tuple[s.V2InferRequest, bytes | No
         fail(describe(e.errors(include_url=False)))
 
 
+def validate(request: dict) -> s.V2InferRequest:
+    """A request given as Python objects (the gRPC servicer builds one from its protobuf), checked as parse() checks JSON."""
+    try:
+        return s.V2InferRequest.model_validate(request)
+    except ValidationError as e:
+        fail(describe(e.errors(include_url=False)))
+
+
 def short(value: Any) -> str:
     """repr() for an error message, at most about 60 characters (a name can be megabytes long)."""
     text = repr(value)
@@ -141,8 +149,14 @@ def numbers(flat: list, nested_shape: list[int] | None, where: str) -> np.ndarra
     fail(f"{where}{position(i, nested_shape)}: expected a finite number, got {kind(value)}")
 
 
-def input_array(m: Any, request: s.V2InferRequest, binary: bytes | None) -> np.ndarray:
-    """The request's one input as the model takes it, after every check."""
+def input_array(m: Any, request: s.V2InferRequest, binary: bytes | None, raw: bytes | None = None,
+                values: str | None = None) -> np.ndarray:
+    """The request's one input as the model takes it, after every check.
+
+    `binary`: the HTTP body's part after the JSON (binary tensor data extension). `raw`: the input's bytes when
+    they come apart from the request (gRPC's raw_input_contents), instead of `data`. `values`: what the messages
+    call where the values are (default inputs[0].data; gRPC: its contents field or raw_input_contents[0]).
+    """
     spec = m.metadata["inputs"][0]
     datatype = s.DATATYPES[spec["dtype"]]
     if len(request.inputs) != 1:
@@ -155,25 +169,28 @@ def input_array(m: Any, request: s.V2InferRequest, binary: bytes | None) -> np.n
         fail(f"{where}.datatype: {m.name}'s input {spec['name']!r} is {datatype}, got {short(t.datatype)}")
     check_declared_shape(t.shape, spec, artifacts.model(m.name).task.max_rows, where)
     size = parameter(t.parameters, s.BINARY_SIZE, where)
-    if size is not None:
+    values = values or f"{where}.data"
+    if raw is not None:
+        x, shape_of = raw_values(raw, t, values), None
+    elif size is not None:
         x, shape_of = binary_input(t, size, binary, where), None
     else:
         if binary:
             fail(f"{len(binary)} bytes follow the JSON part, but no input has parameters.binary_data_size")
         if t.data is None:
             fail(f"{where}.data is missing (or send the tensor as binary data, with parameters.binary_data_size)")
-        flat = leaves(t.data, t.shape, f"{where}.data")
+        flat = leaves(t.data, t.shape, values)
         shape_of = t.shape if flat is not t.data else None
-        x = numbers(flat, shape_of, f"{where}.data")
+        x = numbers(flat, shape_of, values)
     low, high = spec.get("range", (-math.inf, math.inf))
     outside = (x < low) | (x > high)
     if outside.any():
         i = int(outside.argmax())
-        fail(f"{where}.data{position(i, shape_of)}: {x[i]:g} is outside the model's input range [{low:g}, {high:g}]"
+        fail(f"{values}{position(i, shape_of)}: {x[i]:g} is outside the model's input range [{low:g}, {high:g}]"
              + (" (divide 0-255 pixel values by 255)" if high == 1 else ""))
     cast = x.astype(spec["dtype"])
     if not np.isfinite(cast).all():
-        fail(f"{where}.data: a value is beyond the {datatype} range")
+        fail(f"{values}: a value is beyond the {datatype} range")
     return cast.reshape(t.shape)
 
 
@@ -188,7 +205,15 @@ def binary_input(t: s.V2RequestInput, size: int, binary: bytes | None, where: st
         fail(f"{where}.parameters.binary_data_size is {size}, but shape {t.shape} of {t.datatype} is {expected} bytes")
     if len(binary) != size:
         fail(f"{where}: the binary part after the JSON has {len(binary)} bytes, expected exactly {size}")
-    x = np.frombuffer(binary, dtype="<f4" if t.datatype == "FP32" else "<f8").astype(np.float64)
+    return raw_values(binary, t, where)
+
+
+def raw_values(raw: bytes, t: s.V2RequestInput, where: str) -> np.ndarray:
+    """A tensor's raw little-endian bytes (row-major) as float64: exactly shape x datatype bytes, every value finite."""
+    expected = math.prod(t.shape) * s.ITEMSIZE[t.datatype]
+    if len(raw) != expected:
+        fail(f"{where}: {len(raw)} bytes, but shape {t.shape} of {t.datatype} is {expected} bytes")
+    x = np.frombuffer(raw, dtype="<f4" if t.datatype == "FP32" else "<f8").astype(np.float64)
     if not np.isfinite(x).all():
         i = int((~np.isfinite(x)).argmax())
         fail(f"{where}: binary value {i} (row-major) is {x[i]}, expected a finite number")
