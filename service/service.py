@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument
 from starlette.applications import Starlette
 
 import artifacts
@@ -24,6 +24,7 @@ from service.inference import models
 from service.inference.models import Models
 from service.lifecycle import Drain
 from service.settings import Settings
+from service.v2 import grpc_service
 
 SETTINGS = Settings.from_env()
 artifacts.ensure_registered(SETTINGS.backend)  # a fresh BENTOML_HOME serves the committed models/ folders
@@ -34,6 +35,19 @@ ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.ma
                       SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
 TOKENS = Tokens.from_settings(SETTINGS)  # None: no token needed; a bad token source stops the start here
 DRAIN = Drain(SETTINGS.drain_s)  # this worker's, begun by SIGTERM (service/upstream/server.py)
+TIMEOUT_S = 30  # traffic.timeout: 504 (HTTP) or DEADLINE_EXCEEDED (gRPC) when no answer has started by then
+
+
+def loaded_models() -> Models | None:
+    """This worker's models, once its service instance has loaded them."""
+    try:
+        return bentoml.get_current_service().models
+    except (BentoMLException, AttributeError):
+        return None
+
+
+# The v2 protocol over gRPC, beside HTTP in every worker (SERVICE_GRPC_PORT; 0: none).
+GRPC = grpc_service.Beside(SETTINGS.grpc_port, ADMISSION, TOKENS, DRAIN, SETTINGS, TIMEOUT_S, loaded_models)
 
 
 def with_models(cls: type) -> type:
@@ -44,9 +58,8 @@ def with_models(cls: type) -> type:
 
 
 @bentoml.asgi_app(Starlette(routes=routes.ROUTES))  # /, /docs, /metadata, /v2/...
-# One worker per usable CPU unless BentoML's services.ThermoDigits.workers says otherwise (docs/configuration.md);
-# 504 when no answer has started within 30 s (service/api/guard.py).
-@bentoml.service(workers=default_workers(), traffic={"timeout": 30})
+# One worker per usable CPU unless BentoML's services.ThermoDigits.workers says otherwise (docs/configuration.md).
+@bentoml.service(workers=default_workers(), traffic={"timeout": TIMEOUT_S})
 @with_models
 class ThermoDigits:
     def __init__(self) -> None:
@@ -93,7 +106,7 @@ class ThermoDigits:
                 for p in probabilities]
 
 
-upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS, DRAIN)  # service/upstream: every patch of upstream internals
+upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS, DRAIN, (GRPC,) if SETTINGS.grpc_port else ())  # service/upstream: every patch of upstream internals
 # Outermost first; BentoML's metrics and access log wrap them, so every refusal is counted and logged.
 ThermoDigits.add_asgi_middleware(ErrorShape)
 ThermoDigits.add_asgi_middleware(BearerAuth, tokens=TOKENS)

@@ -49,6 +49,8 @@ class Settings:
     drain_s: float = _env("SERVICE_DRAIN_S", "after SIGTERM, seconds a worker keeps accepting and answering "
                           "(/readyz 503, every answer Connection: close) before it stops accepting; longer than a "
                           "load balancer takes to stop sending (docs/deploy.md)", default=5.0)
+    grpc_port: int = _env("SERVICE_GRPC_PORT", "port of the Open Inference Protocol's gRPC service, on the HTTP "
+                          "server's host, served by every worker; 0 = no gRPC", default=8001)
     api_tokens: str = _env("SERVICE_API_TOKENS", "bearer tokens, separated by commas: when set, every route but "
                            "the probes, /metrics and the web page needs Authorization: Bearer <token> (401)",
                            secret=True, default="")
@@ -87,6 +89,8 @@ class Settings:
         for name in ("threads", "queue_floor"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
+        if not 0 <= self.grpc_port <= 65535:
+            fail("grpc_port", "must be a port number, 1 to 65535, or 0 for no gRPC")
         for name in ("max_batch", "max_body_bytes", "max_header_bytes", "concurrency", "max_requests",
                      "max_inflight_bytes"):
             if getattr(self, name) < 1:

@@ -32,7 +32,7 @@ class EventLoop:
 
 @dataclass
 class Running:
-    """A started server: where it listens, what it was given, and every (method, code, seconds) observe() saw."""
+    """A started server: where it listens, what it was given, and every (method, code, seconds, peer) observe() saw."""
 
     port: int
     admission: Admission

@@ -22,6 +22,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 WORKER_MARK = "_bentoml_impl.worker.service"
 PORT_RETRIES = 3  # in the command line of BentoML's request-serving processes
+PICKED_GRPC_PORT = "THERMODIGITS_TESTKIT_PICKED_GRPC_PORT"  # set when start_service chose SERVICE_GRPC_PORT itself
 # An access-log line of BentoML's worker (and of the door, which writes the same): its worker index, path and status.
 ACCESS_LINE = re.compile(r"\[entry_service:[^\]]*:(\d+)\] \S+ \(scheme=\w+,method=\w+,path=([^,)]*)[^)]*\) \(status=(\d+)")
 
@@ -60,6 +61,16 @@ class Server:
     started: float = field(default_factory=time.perf_counter)
     host: str = "127.0.0.1"
     respawn: Callable[[int], subprocess.Popen] | None = None  # starts the same server on another port
+    env: dict[str, str] = field(default_factory=dict)  # the server's environment (its SERVICE_GRPC_PORT among it)
+
+    @property
+    def grpc_port(self) -> int:
+        """The port of its gRPC service (0: none)."""
+        return int(self.env.get("SERVICE_GRPC_PORT") or 0)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
 
     @classmethod
     def external(cls, url: str) -> "Server":
@@ -151,6 +162,8 @@ class Server:
             if self.proc.poll() is not None and retries and self.respawn and "Address already in use" in self.log():
                 retries -= 1
                 self.port = free_port()
+                if self.env.get(PICKED_GRPC_PORT):  # a gRPC port picked here may be what was taken: another too
+                    self.env["SERVICE_GRPC_PORT"] = str(free_port())
                 self.log_file.seek(0)
                 self.log_file.truncate()
                 self.proc = self.respawn(self.port)
@@ -190,12 +203,13 @@ def _spawn(name: str, cmd: Callable[[int], list[str]], cwd: Path, env: dict[str,
     log = open(logdir / f"{name}-{port}.log", "w+")
     started = time.perf_counter()
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    env = dict(env)  # the Server's: a respawn sees a gRPC port picked again
 
     def start(port: int) -> subprocess.Popen:
         return subprocess.Popen(cmd(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=pin)
 
-    return Server(name, start(port), port, log, started, respawn=start)
+    return Server(name, start(port), port, log, started, respawn=start, env=env)
 
 
 def parse_env(pairs: list[str] | None) -> dict[str, str]:
@@ -221,9 +235,12 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
                   port: int | None = None, cpus: set[int] | None = None) -> Server:
     """`bentoml serve <target>` (the repo root or a Bento tag; production mode) on `port` (default: a free one), in
     `home` (default: a fresh empty BENTOML_HOME: the first start imports the committed models), the service's own
-    settings plus `env`, on the CPUs `cpus` (default: this process's)."""
+    settings plus `env` (SERVICE_GRPC_PORT: a free port unless `env` names one), on the CPUs `cpus` (default: this
+    process's)."""
     home = Path(home or tempfile.mkdtemp(prefix="harness-bentoml-home-"))
     full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    if "SERVICE_GRPC_PORT" not in (env or {}):  # several servers at once, and 8001 may be taken on this host
+        full_env.update({"SERVICE_GRPC_PORT": str(free_port()), PICKED_GRPC_PORT: "1"})
     if options := config_options(full_env.get("BENTOML_CONFIG_OPTIONS", ""), workers, bentoml_config):
         full_env["BENTOML_CONFIG_OPTIONS"] = options
     def cmd(port: int) -> list[str]:
@@ -265,7 +282,7 @@ def exit_status(cwd: Path = REPO, env: dict[str, str] | None = None, within: flo
     """`bentoml serve` from `cwd` with `env` added (a fresh model store unless BENTOML_HOME is in it): its exit
     status, or None if it still ran `within` seconds later (then killed), and its output."""
     full_env = {**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-exit-"),
-                "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+                "BENTOML_DO_NOT_TRACK": "true", "SERVICE_GRPC_PORT": str(free_port()), **(env or {})}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--port", str(free_port())], cwd=cwd,
                                 env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

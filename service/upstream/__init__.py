@@ -41,8 +41,10 @@ SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-
 _skipped: frozenset[str] = frozenset()
 
 
-def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings, drain: Drain) -> None:
-    """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and server."""
+def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings, drain: Drain,
+            beside: tuple[server.Beside, ...] = ()) -> None:
+    """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and
+    server; the worker also runs the servers `beside` its HTTP one (the gRPC service)."""
     global _skipped
     skip = _skipped = frozenset(filter(None, (name.strip() for name in settings.skip_patches.split(","))))
     if unknown := skip - set(SKIPPABLE):
@@ -51,10 +53,10 @@ def install(service: Any, admission: Admission, tokens: Tokens | None, settings:
     multipart.install()
     openapi.install(service)
     if "reuseport" not in skip:
-        arbiter.reserve_port()
+        arbiter.reserve_port({settings.grpc_port: "SERVICE_GRPC_PORT"} if settings.grpc_port else {})
     if "drain" not in skip:
         arbiter.signals()
-    server.install(None if "drain" in skip else drain)
+    server.install(None if "drain" in skip else drain, beside)
     if "door" not in skip:
         door.install(admission, settings.max_body_bytes, tokens, settings.max_header_bytes)
     if "asyncio-loop" not in skip:

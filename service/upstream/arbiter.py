@@ -5,6 +5,8 @@
   the port is held (a second server on it fails at start, see ``refuse_if_served``), and each worker listens on
   a socket of its own bound to the same address (service/upstream/server.py). The workers must run as the
   same user as the supervisor (Linux joins SO_REUSEPORT sockets of one user only), as they always do.
+  The other ports the workers serve (gRPC) are reserved the same way when it binds, so a port in use stops the
+  start with a message naming its setting.
 * ``signals``: circus stops its workers on SIGTERM or SIGINT by sending each SIGTERM and waiting for it to exit
   (BentoML gives it a day); every worker then drains (service/lifecycle.py). A second SIGTERM, or SIGINT, now
   kills the workers at once instead of being ignored while they drain.
@@ -24,6 +26,8 @@ from _bentoml_impl.server.serving import API_SERVER_NAME
 from circus.sockets import CircusSocket
 
 UPSTREAM_SIGNALS = circus.controller.SysHandler
+_also: dict[int, str] = {}  # other ports the workers serve (the gRPC one): port -> the setting that names it
+_held: list[socket.socket] = []  # their reservations, held while the supervisor runs
 
 
 def refuse_if_served(family: int, address: Any) -> None:
@@ -42,11 +46,27 @@ def reserves(sock: CircusSocket) -> bool:
             and hasattr(socket, "SO_REUSEPORT"))
 
 
+def reserved_socket(family: int, address: Any) -> socket.socket:
+    """A TCP socket bound to `address` with SO_REUSEPORT, not listening (after refuse_if_served)."""
+    refuse_if_served(family, address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
 def _bind(self: CircusSocket, address: Any) -> None:
     if reserves(self):
         refuse_if_served(self.family, address)
         self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     socket.socket.bind(self, address)
+    if reserves(self):
+        for port, setting in _also.items():  # the other ports the workers serve, on the same host
+            try:
+                _held.append(reserved_socket(self.family, (address[0], port, *address[2:])))
+            except OSError as e:
+                raise OSError(e.errno, f"{setting}={port}: port {port} on {address[0]}: {e.strerror}") from None
 
 
 def _listen(self: CircusSocket, *args: Any) -> None:
@@ -85,8 +105,11 @@ class Signals(UPSTREAM_SIGNALS):  # type: ignore[misc, valid-type]
             self.quit()
 
 
-def reserve_port() -> None:
-    """Idempotent: `bentoml serve`'s API server socket reserves its port without listening (call before serve_http)."""
+def reserve_port(also: dict[int, str] | None = None) -> None:
+    """Idempotent: `bentoml serve`'s API server socket reserves its port without listening, and the ports `also` names
+    (port -> the setting naming it) on its host, refusing ones something listens on (call before serve_http)."""
+    _also.clear()
+    _also.update(also or {})
     CircusSocket.bind, CircusSocket.listen = _bind, _listen  # socket.socket's, inherited; circus calls them by name
 
 

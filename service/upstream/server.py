@@ -15,6 +15,8 @@ Why, with the versions pinned (service/upstream/__init__.py):
   ``Drain.seconds``, not ready, and answers with ``Connection: close`` (``Protocol``); then it accepts what is
   queued on its listener, closes it, and closes each idle connection only after ``LINGER_S`` without a request
   (a request already on its way is answered). A second SIGTERM, or SIGINT, stops at once.
+* **Servers beside HTTP** (the gRPC one): started once the worker serves HTTP, on the same host, and stopped when
+  it stops accepting (``Beside``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import signal
 import socket
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol as Interface
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -64,6 +66,16 @@ def own_listener(inherited: socket.socket, backlog: int) -> socket.socket:
     sock.setblocking(False)
     inherited.close()  # the supervisor keeps its own copy, and the reservation with it
     return sock
+
+
+class Beside(Interface):
+    """A server a worker runs beside its HTTP one."""
+
+    async def start(self, host: str) -> None:
+        """Serve on `host` (the HTTP listener's); raise if it cannot."""
+
+    async def stop(self, forced: bool) -> None:
+        """Stop accepting and answer what was accepted (`forced`: answer nothing more)."""
 
 
 class Protocol(HttpToolsProtocol):
@@ -112,6 +124,7 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
     """uvicorn's server with a listener of the worker's own and a drain on SIGTERM."""
 
     drain: Drain | None = None  # set by install(); None: uvicorn's shutdown
+    beside: tuple[Beside, ...] = ()  # set by install()
     announced = False
     listeners: list[socket.socket] = []
 
@@ -120,6 +133,10 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
             sockets = [own_listener(s, self.config.backlog) if reserved(s) else s for s in sockets]
         self.listeners = list(sockets or [])
         await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            host = self.listeners[0].getsockname()[0] if self.listeners else self.config.host
+            for other in self.beside:
+                await other.start(host)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.drain
@@ -148,7 +165,7 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
             else:
                 self.drain.close()
                 self.accept_queued()
-        await super().shutdown(sockets=sockets)
+        await asyncio.gather(super().shutdown(sockets=sockets), *(other.stop(self.force_exit) for other in self.beside))
 
     def accept_queued(self) -> None:
         """Accept every connection queued on the listeners (closing them would reset those), just before they close."""
@@ -170,8 +187,9 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
                                                app_state=self.lifespan.state)
 
 
-def install(drain: Drain | None) -> None:
+def install(drain: Drain | None, beside: tuple[Beside, ...] = ()) -> None:
     """Idempotent: BentoML's worker runs this Server (its own listener when the port is reserved; `drain` on SIGTERM,
-    None: uvicorn's shutdown); call before the worker starts uvicorn."""
+    None: uvicorn's shutdown; the servers `beside` it); call before the worker starts uvicorn."""
     Server.drain = Protocol.drain = drain
+    Server.beside = tuple(beside)
     uvicorn.Server = Server  # BentoML's worker calls uvicorn.Server(config).run(sockets=[...])

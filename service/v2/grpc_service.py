@@ -30,8 +30,9 @@ INVALID_ARGUMENT, 401 UNAUTHENTICATED (every RPC but ServerLive, ServerReady and
 NOT_FOUND, 413 and 429 RESOURCE_EXHAUSTED (429 with trailing ``retry-after: 1``: admission, as HTTP, sized by
 the message's bytes), 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED (not answered within ``deadline_s`` of arrival, as
 the HTTP guard's). A message over Settings.max_body_bytes is refused by gRPC itself (RESOURCE_EXHAUSTED) before
-the servicer sees it. Only a bug answers INTERNAL. ``observe(method, code, seconds)`` is called once per RPC the
-servicer handles.
+the servicer sees it. Only a bug answers INTERNAL. ``observe(method, code, seconds, peer)`` is called once per RPC
+the servicer handles; ``record`` (what a worker's ``Beside`` uses) counts it in /metrics
+(``grpc_server_handled_total``, ``grpc_server_handling_seconds``) and writes it to BentoML's access log.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import bentoml
 import grpc
 import numpy as np
 from google.protobuf import json_format
@@ -52,6 +54,7 @@ from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc
 from service.v2.tensors import V2Error, fail, input_array, requested_outputs, validate
 
 log = logging.getLogger("bentoml.service.thermodigits")
+access_log = logging.getLogger("bentoml.access")  # BentoML's access log: its format and handlers
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # inference.GRPCInferenceService
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name  # grpc.health.v1.Health
@@ -61,7 +64,7 @@ CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTIC
 RETRY_AFTER = (("retry-after", "1"),)
 WATCH_POLL_S = 0.5  # Health.Watch re-reads the status this often (Drain.begin() only sets a number)
 
-Observe = Callable[[str, grpc.StatusCode, float], None]
+Observe = Callable[[str, grpc.StatusCode, float, str], None]  # method, code, seconds, peer
 
 
 class Refused(V2Error):
@@ -100,7 +103,7 @@ def handled(service: str, method: str, needs_token: bool = True):
                     log.exception("gRPC %s failed", path)
                     await context.abort(status, "the server failed to answer (a bug; its log has the details)")
             finally:
-                self.core.observe(path, status, time.perf_counter() - started)
+                self.core.observe(path, status, time.perf_counter() - started, context.peer())
 
         rpc.__name__ = fn.__name__
         return rpc
@@ -328,7 +331,7 @@ class Health(health_pb2_grpc.HealthServicer):
             status = grpc.StatusCode.CANCELLED
             raise
         finally:
-            self.core.observe(f"/{HEALTH}/Watch", status, time.perf_counter() - started)
+            self.core.observe(f"/{HEALTH}/Watch", status, time.perf_counter() - started, context.peer())
 
 
 # --------------------------------------------------------------------------------------------- the server
@@ -357,7 +360,7 @@ async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: 
 
     `models`: the worker's service.inference.models.Models, or a callable returning it (None until loaded).
     `admission`, `tokens` (None: no token needed), `drain`, `settings`: the worker's, as HTTP has them.
-    `observe(method, code, seconds)`: called once per RPC. `deadline_s`: as the HTTP guard's (traffic.timeout).
+    `observe(method, code, seconds, peer)`: called once per RPC. `deadline_s`: as the HTTP guard's (traffic.timeout).
     """
     get_models = models if callable(models) and not hasattr(models, "predict") else (lambda: models)
     core = Core(get_models, admission, tokens, drain, deadline_s, observe)
@@ -368,3 +371,50 @@ async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: 
     bound = server.add_insecure_port(address)
     await server.start()
     return GrpcServer(server, bound)
+
+
+# --------------------------------------------------------------------------------------------- in a worker
+
+handled_total = bentoml.metrics.Counter(
+    name="grpc_server_handled_total", documentation="gRPC calls answered, by method and status code",
+    labelnames=["grpc_method", "grpc_code"])
+handling_seconds = bentoml.metrics.Histogram(
+    name="grpc_server_handling_seconds", documentation="Seconds from a gRPC call's arrival to its answer",
+    labelnames=["grpc_method"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def record(method: str, status: grpc.StatusCode, seconds: float, peer: str) -> None:
+    """Count one call in /metrics and write its access-log line, as BentoML does for an HTTP answer."""
+    handled_total.labels(grpc_method=method, grpc_code=status.name).inc()
+    handling_seconds.labels(grpc_method=method).observe(seconds)
+    client = peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer or "_"
+    access_log.info("%s (scheme=grpc,method=POST,path=%s) (status=%s) %.3fms", client, method, status.name,
+                    seconds * 1000)
+
+
+@dataclasses.dataclass
+class Beside:
+    """The gRPC server a worker runs beside its HTTP one (service/upstream/server.py starts it once HTTP serves, on the
+    HTTP listener's host, and stops it when HTTP stops accepting): `port`, and the worker's own admission, tokens,
+    drain and settings; `models` returns the worker's loaded models (None before)."""
+
+    port: int
+    admission: Any
+    tokens: Any
+    drain: Any
+    settings: Any
+    deadline_s: float
+    models: Callable[[], Any]
+    server: GrpcServer | None = None
+
+    async def start(self, host: str) -> None:
+        self.server = await start(self.models, self.admission, self.tokens, self.drain, self.settings, host, self.port,
+                                  record, self.deadline_s)
+        if not self.server.port:
+            raise OSError(f"SERVICE_GRPC_PORT={self.port}: gRPC could not bind {host}:{self.port}")
+        log.info("gRPC (Open Inference Protocol v2, grpc.health.v1) on %s:%d", host, self.server.port)
+
+    async def stop(self, forced: bool) -> None:
+        """New calls refused at once; those in flight get the deadline (none when `forced`)."""
+        if self.server is not None:
+            await self.server.stop(0 if forced else self.deadline_s)

@@ -398,11 +398,11 @@ def test_observe_is_called_once_per_rpc_with_its_status(loop, models):
         c.refusal(c.inference.ModelMetadata, pb.ModelMetadataRequest(name="resnet"))
         c.health.Check(health_pb2.HealthCheckRequest())
         c.channel.close()
-        seen = [(method, status) for method, status, seconds in server.observed]
+        seen = [(method, status) for method, status, seconds, peer in server.observed]
         assert seen == [(f"/{SERVICE}/ServerLive", Code.OK), (f"/{SERVICE}/ModelInfer", Code.OK),
                         (f"/{SERVICE}/ModelInfer", Code.INVALID_ARGUMENT), (f"/{SERVICE}/ModelMetadata", Code.NOT_FOUND),
                         (f"/{HEALTH}/Check", Code.OK)]
-        assert all(0 <= seconds < 30 for _, _, seconds in server.observed)
+        assert all(0 <= seconds < 30 and peer.startswith('ipv4:127.0.0.1:') for _, _, seconds, peer in server.observed)
 
 
 def test_server_metadata_is_routes(stub):

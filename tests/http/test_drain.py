@@ -89,7 +89,8 @@ def test_a_port_another_server_listens_on_stops_the_start_with_a_message():
         other.bind(("127.0.0.1", free_port()))
         other.listen(8)
         port = other.getsockname()[1]
-        env = {**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-port-"), "BENTOML_DO_NOT_TRACK": "true"}
+        env = {**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-port-"), "BENTOML_DO_NOT_TRACK": "true",
+               "SERVICE_GRPC_PORT": str(free_port())}
         proc = subprocess.run([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode not in (0, None), proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -19,12 +19,12 @@ def test_every_field_is_read_from_its_variable():
            "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_MAX_HEADER_BYTES": "2000",
            "SERVICE_BODY_TIMEOUT_S": "2.5", "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_QUEUE_FLOOR": "7",
            "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99", "SERVICE_INFLIGHT_BYTES": "12345",
-           "SERVICE_DRAIN_S": "2.5", "SERVICE_API_TOKENS": " Abc,Def ", "SERVICE_API_TOKENS_FILE": " /run/Tokens ",
+           "SERVICE_DRAIN_S": "2.5", "SERVICE_GRPC_PORT": "0", "SERVICE_API_TOKENS": " Abc,Def ", "SERVICE_API_TOKENS_FILE": " /run/Tokens ",
            "SERVICE_SKIP_PATCHES": " Door,gc "}
     s = Settings.from_env(env)
     assert s == Settings(backend="torchscript", device="cpu", threads=2, max_batch=32, max_body_bytes=1000,
                          max_header_bytes=2000, body_timeout_s=2.5, queue_target_s=0.0, queue_floor=7, concurrency=8,
-                         max_requests=99, max_inflight_bytes=12345, drain_s=2.5, api_tokens="Abc,Def", api_tokens_file="/run/Tokens",
+                         max_requests=99, max_inflight_bytes=12345, drain_s=2.5, grpc_port=0, api_tokens="Abc,Def", api_tokens_file="/run/Tokens",
                          skip_patches="door,gc")
     assert {f.metadata["env"] for f in dataclasses.fields(Settings)} == set(env)  # none forgotten
 
@@ -40,6 +40,8 @@ def test_every_field_is_read_from_its_variable():
     ({"SERVICE_QUEUE_TARGET_S": "-1"}, "SERVICE_QUEUE_TARGET_S=-1.0: must be >= 0"),
     ({"SERVICE_DRAIN_S": "-1"}, "SERVICE_DRAIN_S=-1.0: must be >= 0"),
     ({"SERVICE_DRAIN_S": "nan"}, "SERVICE_DRAIN_S=nan: must be >= 0"),
+    ({"SERVICE_GRPC_PORT": "65536"}, "SERVICE_GRPC_PORT=65536: must be a port number, 1 to 65535, or 0 for no gRPC"),
+    ({"SERVICE_GRPC_PORT": "-1"}, "SERVICE_GRPC_PORT=-1: must be a port number, 1 to 65535, or 0 for no gRPC"),
     ({"SERVICE_QUEUE_TARGET_S": "nan"}, "SERVICE_QUEUE_TARGET_S=nan: must be >= 0"),
 ])
 def test_bad_values_name_the_variable(env, message):
