@@ -21,6 +21,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPLOY_DIR=$REPO_ROOT/deploy
 
 PORT=3000
+GRPC_PORT=8001
 CA_BUNDLE=auto
 REBUILD_BASE=0
 SKIP_RUN=0
@@ -38,7 +39,7 @@ usage() {
 Usage: deploy/container.sh [options]
 
 Builds the Bento (bentofile.yaml) into an OCI image with buildah, then serves it and checks
-/readyz, /temperature, /digit and /digit/image.  Needs root; no Docker engine.
+/readyz, /temperature, /digit and /digit/image, and gRPC health and inference.  Needs root; no Docker engine.
 By default BentoML's generated Dockerfile is built without its 'build-essential git' packages
 (every serving dependency is a binary wheel): about 350 MB smaller than with --stock; and its USER
 is made numeric (uid:gid), as Kubernetes' runAsNonRoot needs.  The smoke test runs the image as
@@ -46,6 +47,7 @@ deploy/k8s/deployment.yaml does: its user, env, args and volumes, a read-only ro
 no capabilities, no_new_privs.
 
   --port N            port the smoke test serves on, on 127.0.0.1 (default $PORT)
+  --grpc-port N       port the smoke test serves gRPC on (SERVICE_GRPC_PORT; default $GRPC_PORT)
   --tag NAME:TAG      image name (default thermo-digits:<bento version>)
   --ca-bundle PATH    extra CA bundle (PEM) the image trusts for its build downloads; 'auto'
                       (default): /etc/ssl/certs/ca-certificates.crt if present; 'none'
@@ -67,6 +69,7 @@ EOF
 while [[ $# -gt 0 ]]; do
     case $1 in
         --port) PORT=${2:?--port needs a value}; shift 2 ;;
+        --grpc-port) GRPC_PORT=${2:?--grpc-port needs a value}; shift 2 ;;
         --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
         --ca-bundle) CA_BUNDLE=${2:?--ca-bundle needs a value}; shift 2 ;;
         --rebuild-base) REBUILD_BASE=1; shift ;;
@@ -78,6 +81,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $PORT =~ ^[0-9]+$ ]] || { echo "container.sh: --port must be a number" >&2; exit 2; }
+[[ $GRPC_PORT =~ ^[0-9]+$ ]] || { echo "container.sh: --grpc-port must be a number" >&2; exit 2; }
 
 log() { printf '[container] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -205,13 +209,14 @@ read_pod_plan() {
             uid) POD_UID=$a ;;
             gid) POD_GID=$a ;;
             arg) pod_args+=("$a") ;;
-            env) env_args+=(-e "$a") ;;
+            env) [[ $a == SERVICE_GRPC_PORT=* ]] || env_args+=(-e "$a") ;;  # --grpc-port's, below
             emptydir) emptydirs+=("$a") ;;
             secret) secrets+=("$a $b $c") ;;
         esac
     done < <(pod_plan)
     [[ $POD_UID =~ ^[0-9]+$ && $POD_UID -ne 0 && $POD_GID =~ ^[0-9]+$ ]] \
         || die "deploy/k8s/deployment.yaml must set a numeric non-root runAsUser"
+    env_args+=(-e "SERVICE_GRPC_PORT=$GRPC_PORT")
 }
 # Host folders for the pod's volumes: each emptyDir an empty 0777 folder (as the kubelet makes
 # it), each Secret a read-only folder holding a fresh random token, group fsGroup, its defaultMode.
@@ -410,6 +415,9 @@ if [[ $SKIP_RUN -eq 0 ]]; then
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
         die "something already listens on 127.0.0.1:$PORT; choose another --port"
     fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$GRPC_PORT") 2>/dev/null; then
+        die "something already listens on 127.0.0.1:$GRPC_PORT; choose another --grpc-port"
+    fi
     prepare_volumes
     make_rootfs_read_only
     log "serving as $POD_UID:$POD_GID, read-only root, writable ${emptydirs[*]}, tokens in ${SECRET_FILES[*]} (read-only)"
@@ -426,11 +434,11 @@ if [[ $SKIP_RUN -eq 0 ]]; then
     # one must get 401); the probes' routes never need one.
     bento_src=$BENTOML_HOME/bentos/${bento_tag%%:*}/$bento_version/src
     if grep -rqs SERVICE_API_TOKENS_FILE "$bento_src"; then auth=enforced; else auth=unsupported; fi
-    if ! SMOKE_TOKEN=$TOKEN "$(dirname "$BENTOML")/python" - "$PORT" "$READY_TIMEOUT" "$SERVER_PID" "$MNIST_IMAGES" "$auth" <<'EOF'
+    if ! SMOKE_TOKEN=$TOKEN "$(dirname "$BENTOML")/python" - "$PORT" "$READY_TIMEOUT" "$SERVER_PID" "$MNIST_IMAGES" "$auth" "$GRPC_PORT" <<'EOF'
 import json, os, struct, sys, time, urllib.error, urllib.request, uuid, zlib
 
 port, timeout, server_pid, mnist = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-auth = sys.argv[5]
+auth, grpc_port = sys.argv[5], int(sys.argv[6])
 base = f"http://127.0.0.1:{port}"
 
 def call(path, body=None, content_type="application/json", token=os.environ["SMOKE_TOKEN"]):
@@ -538,6 +546,27 @@ status, body = call("/digit/image", *upload(big, "noise.png"))
 probs = json.loads(body).get("probabilities", []) if status == 200 else []
 check(status == 200 and len(probs) == 10,
       f"POST /digit/image ({len(big) / 2**20:.1f} MiB PNG of noise, spooled to /tmp) -> {status}, {len(probs)} probabilities")
+
+# gRPC (the venv's grpcio and the repository's stubs): the health probe Kubernetes uses, and one inference.
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+
+with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+    try:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        check(health.status == health_pb2.HealthCheckResponse.SERVING, f"gRPC health Check -> {health.status} (expect SERVING)")
+    except grpc.RpcError as e:
+        check(False, f"gRPC health Check -> {e.code()}: {e.details()}")
+    request = pb.ModelInferRequest(model_name="temperature-linear", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="readings", datatype="FP64", shape=[1, 1], contents=pb.InferTensorContents(fp64_contents=[35.7]))])
+    metadata = [("authorization", f"Bearer {os.environ['SMOKE_TOKEN']}")]
+    try:
+        answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=30)
+        celsius = answer.outputs[0].contents.fp64_contents[0]
+        check(abs(celsius - 1.858) < 1e-3, f"gRPC ModelInfer temperature-linear [35.7] -> {celsius} (expect 1.858 +- 1e-3)")
+    except grpc.RpcError as e:
+        check(False, f"gRPC ModelInfer -> {e.code()}: {e.details()}")
 
 sys.exit(f"{len(failures)} check(s) failed" if failures else 0)
 EOF

@@ -171,9 +171,32 @@ def check_probes_hit_health_routes_on_the_container_port(m):
     c = server(m)
     expected = {"livenessProbe": "/livez", "readinessProbe": "/readyz", "startupProbe": "/readyz"}
     for probe, path in expected.items():
+        if probe == "readinessProbe" and "grpc" in c[probe]:  # grpc.health.v1 of the whole server: /readyz's state
+            grpc = c[probe]["grpc"]
+            assert grpc.get("service", "") == "", "the readiness probe must ask for the whole server ('')"
+            assert container_port(m, grpc["port"]) == grpc_port(m), "the gRPC probe must target the gRPC port"
+            continue
         get = c[probe]["httpGet"]
         assert get["path"] == path, f"{probe} must GET {path}"
         assert container_port(m, get["port"]) is not None, f"{probe} targets no container port"
+
+
+def grpc_port(m) -> int:
+    """The port the pods serve gRPC on: SERVICE_GRPC_PORT (or its default), which must be the container port named grpc."""
+    from service.settings import Settings
+
+    port = Settings.from_env(env_of(server(m))).grpc_port
+    assert container_port(m, "grpc") == port, f"the container port named grpc is not SERVICE_GRPC_PORT ({port})"
+    return port
+
+
+def check_grpc_is_served_and_admitted(m):
+    port = grpc_port(m)
+    assert port, "SERVICE_GRPC_PORT=0: no gRPC"
+    served = {container_port(m, p["targetPort"]) for p in m["Service"]["spec"]["ports"]}
+    assert port in served, "the Service does not reach the gRPC port"
+    admitted = {container_port(m, p.get("port")) for rule in m["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]}
+    assert port in admitted, "the NetworkPolicy does not admit the gRPC port"
 
 
 def check_a_rolling_update_loses_nothing(m):
@@ -246,13 +269,18 @@ def test_a_rolling_update_loses_nothing(manifests):
 
 def test_service_reaches_the_container_port(manifests):
     check_service_reaches_the_container_port(manifests)
-    assert [p["containerPort"] for p in server(manifests)["ports"]] == [3000]  # `bentoml serve`'s default port
+    assert [p["containerPort"] for p in server(manifests)["ports"]] == [3000, 8001]  # `bentoml serve`'s, gRPC's default
+
+
+def test_grpc_is_served_and_admitted(manifests):
+    check_grpc_is_served_and_admitted(manifests)
 
 
 def test_probe_routes_answer_without_a_token(manifests, client):
     from service.api.auth import protects
 
-    paths = {server(manifests)[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")}
+    paths = {server(manifests)[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")
+             if "httpGet" in server(manifests)[p]}
     for path in paths:
         assert client.get(path).status_code == 200 and not protects(path), path
 
@@ -371,9 +399,18 @@ MUTATIONS = {
     },
     check_probes_hit_health_routes_on_the_container_port: {
         "liveness elsewhere": lambda m: server(m)["livenessProbe"]["httpGet"].update(path="/healthz"),
-        "readiness on liveness": lambda m: server(m)["readinessProbe"]["httpGet"].update(path="/livez"),
+        "readiness on liveness": lambda m: server(m).update(readinessProbe={"httpGet": {"path": "/livez", "port": "http"}}),
         "startup elsewhere": lambda m: server(m)["startupProbe"]["httpGet"].update(path="/"),
-        "wrong port": lambda m: server(m)["readinessProbe"]["httpGet"].update(port=3001),
+        "wrong port": lambda m: server(m)["startupProbe"]["httpGet"].update(port=3001),
+        "gRPC readiness on the HTTP port": lambda m: server(m)["readinessProbe"]["grpc"].update(port=3000),
+        "gRPC readiness of one service": lambda m: server(m)["readinessProbe"]["grpc"].update(service="x"),
+    },
+    check_grpc_is_served_and_admitted: {
+        "no gRPC": lambda m: set_env(m, "SERVICE_GRPC_PORT", "0"),
+        "another port than the container's": lambda m: set_env(m, "SERVICE_GRPC_PORT", "9001"),
+        "not in the Service": lambda m: m["Service"]["spec"].update(ports=m["Service"]["spec"]["ports"][:1]),
+        "not admitted": lambda m: m["NetworkPolicy"]["spec"]["ingress"][0].update(
+            ports=m["NetworkPolicy"]["spec"]["ingress"][0]["ports"][:1]),
     },
     check_a_rolling_update_loses_nothing: {
         "one pod down at a time": lambda m: m["Deployment"]["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1),
