@@ -159,16 +159,21 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        stopping = [asyncio.ensure_future(other.stop(self.force_exit)) for other in self.beside]  # run once we await
         if self.drain is not None:
             if self.force_exit:
                 self.drain.force()
             else:
                 self.drain.close()
                 self.accept_queued()
-        await asyncio.gather(super().shutdown(sockets=sockets), *(other.stop(self.force_exit) for other in self.beside))
+                for served in self.servers:  # at once: a connection queued after the last accept would be reset
+                    served.close()
+        await super().shutdown(sockets=sockets)  # closing them again does nothing
+        await asyncio.gather(*stopping)
 
     def accept_queued(self) -> None:
-        """Accept every connection queued on the listeners (closing them would reset those), just before they close."""
+        """Accept every connection queued on the listeners (closing them would reset those); close them right after,
+        with no await or logging between (a connection queued in that gap is reset)."""
         loop = asyncio.get_running_loop()
         for sock in self.listeners:
             while True:

@@ -42,12 +42,12 @@ async def app(scope, receive, send):
 class Running:
     """A patched uvicorn Server with `drain` on an inherited reserved socket, in a thread with its own event loop."""
 
-    def __init__(self, drain: Drain | None):
+    def __init__(self, drain: Drain | None, cls: type = Server, beside: tuple = ()):
         self.reserved = reserve()
         self.port = self.reserved.getsockname()[1]
         config = uvicorn.Config(app, http=type("P", (Protocol,), {"drain": drain}), lifespan="off",
                                 log_config=None, loop="asyncio", timeout_keep_alive=30)
-        self.server = type("S", (Server,), {"drain": drain})(config)
+        self.server = type("S", (cls,), {"drain": drain, "beside": beside})(config)
         inherited = socket.socket(fileno=socket.dup(self.reserved.fileno()))  # as BentoML's worker gets it
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [inherited]}, daemon=True)
         self.thread.start()
@@ -105,6 +105,13 @@ def test_uvicorn_s_server_hooks_are_as_patched():
         assert list(inspect.signature(getattr(patch.UPSTREAM_SERVER, name)).parameters) == params, name
     assert "_captured_signals" in inspect.getsource(patch.UPSTREAM_SERVER.__init__)
     assert "signal.raise_signal" in inspect.getsource(patch.UPSTREAM_SERVER.capture_signals)
+
+
+def test_uvicorn_closes_the_listeners_in_shutdown_and_a_second_close_does_nothing():
+    """Server.shutdown closes them itself right after accepting what is queued; uvicorn's close comes after a log call."""
+    source = inspect.getsource(patch.UPSTREAM_SERVER.shutdown)
+    assert "server.close()" in source and source.index("logger.info") < source.index("server.close()")
+    assert "if sockets is None:\n            return" in inspect.getsource(asyncio.base_events.Server.close)
 
 
 def test_uvicorn_closes_an_idle_connection_at_once_on_shutdown():
@@ -207,6 +214,52 @@ def test_sigterm_drains_then_closes_the_listener_and_answers_what_reached_it():
         assert not running.thread.is_alive() and drain.closing and not drain.forced
         with pytest.raises(ConnectionRefusedError):
             running.connect()
+    finally:
+        running.close()
+
+
+class Beside:
+    """A server beside HTTP that records when it was started and stopped."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def start(self, host):
+        self.calls.append(("start", host))
+
+    async def stop(self, forced):
+        await asyncio.sleep(0.05)
+        self.calls.append(("stop", forced))
+
+
+class Recording(Server):
+    """Records accepting what is queued, closing the listeners, and the event loop's next turn after the accepting."""
+
+    events: list[str] = []
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        for served in self.servers:
+            close = served.close
+            served.close = lambda close=close: (self.events.append("closed"), close())[-1]
+
+    def accept_queued(self):
+        super().accept_queued()
+        self.events.append("accepted")
+        asyncio.get_running_loop().call_soon(self.events.append, "loop turned")
+
+
+def test_no_connection_can_queue_between_accepting_the_queued_and_closing_the_listener():
+    """A loop turn in between (as when the HTTP shutdown and the servers beside it ran as tasks of one gather) lets
+    connections queue on the listener that closing it then resets: requests lost at the end of every drain."""
+    beside = Beside()
+    running = Running(Drain(0.2), cls=Recording, beside=(beside,))
+    try:
+        running.server.handle_exit(signal.SIGTERM, None)
+        running.thread.join(5)
+        assert not running.thread.is_alive()
+        assert Recording.events[:2] == ["accepted", "closed"], Recording.events  # closed before the loop turned
+        assert beside.calls == [("start", "127.0.0.1"), ("stop", False)]  # started with HTTP, stopped with it
     finally:
         running.close()
 
