@@ -45,6 +45,12 @@ class Drain:
         """The drain period has passed: time to stop accepting."""
         return self.began is not None and self.clock() - self.began >= self.seconds
 
+    def remaining(self) -> float:
+        """Seconds until the drain is over (0 once it is; the whole period before it begins)."""
+        if self.began is None:
+            return self.seconds
+        return max(0.0, self.seconds - (self.clock() - self.began))
+
     def close(self) -> None:
         """The listeners are being closed (the drain is over, or the stop is forced)."""
         if self.began is None:

@@ -34,7 +34,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from service.lifecycle import Drain
 
 UPSTREAM_SERVER = uvicorn.Server
-LINGER_S = 0.25  # an idle connection at shutdown is closed after this long without a request
+TICK_S = 0.1  # uvicorn's main loop calls on_tick this often
+LINGER_S = 0.1  # an idle connection at shutdown is closed after this long without a request (a LAN's RTTs, many times)
 log = logging.getLogger("bentoml.service.thermodigits")
 
 
@@ -154,8 +155,11 @@ class Server(UPSTREAM_SERVER):  # type: ignore[misc, valid-type]
             self.announced = True
             log.info("SIGTERM: draining for %g s (not ready; answering, with Connection: close), then stopping",
                      drain.seconds)
-        if drain is not None and drain.over():
-            return True
+        if drain is not None and drain.draining:
+            remaining = drain.remaining()
+            if remaining < TICK_S:  # uvicorn ticks every 0.1 s: stop on time, not up to a tick late
+                await asyncio.sleep(max(remaining, 0.0))
+                return True
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -47,3 +47,14 @@ def test_a_zero_drain_is_over_at_sigterm():
     drain = Drain(0.0, Clock())
     drain.begin()
     assert drain.over()
+
+
+def test_remaining_counts_down_from_sigterm():
+    clock = Clock()
+    drain = Drain(5.0, clock)
+    assert drain.remaining() == 5.0
+    drain.begin()
+    clock.now += 3.5
+    assert drain.remaining() == 1.5
+    clock.now += 2
+    assert drain.remaining() == 0.0
