@@ -46,7 +46,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import bentoml
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.v2 import routes, schemas as s
@@ -56,13 +57,15 @@ from service.v2.tensors import V2Error, fail, input_array, requested_outputs, va
 log = logging.getLogger("bentoml.service.thermodigits")
 access_log = logging.getLogger("bentoml.access")  # BentoML's access log: its format and handlers
 
-SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # inference.GRPCInferenceService
-HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name  # grpc.health.v1.Health
+DESCRIPTORS = {d.full_name: d for d in (pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+                                        health_pb2.DESCRIPTOR.services_by_name["Health"])}
+SERVICE, HEALTH = DESCRIPTORS  # inference.GRPCInferenceService, grpc.health.v1.Health
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
          503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 RETRY_AFTER = (("retry-after", "1"),)
 WATCH_POLL_S = 0.5  # Health.Watch re-reads the status this often (Drain.begin() only sets a number)
+CLOSING_S = 0.1  # once the drain is over, calls are answered UNAVAILABLE this long before grpcio stops
 
 Observe = Callable[[str, grpc.StatusCode, float, str], None]  # method, code, seconds, peer
 
@@ -80,9 +83,29 @@ def code(status: int) -> grpc.StatusCode:
     return CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL)
 
 
+def message_types(service: str, method: str) -> tuple[Any, Any]:
+    """The request and response message classes of `service`'s `method`."""
+    m = DESCRIPTORS[service].methods_by_name[method]
+    return message_factory.GetMessageClass(m.input_type), message_factory.GetMessageClass(m.output_type)
+
+
+def parsed(request_type: Any, request: Any) -> Any:
+    """The request as its message (the server hands over its bytes unparsed); 400 for bytes that are not one.
+
+    grpcio answers INTERNAL when its own deserializer fails, so the servicer parses: a malformed message is the
+    client's mistake."""
+    if isinstance(request, request_type):
+        return request
+    try:
+        return request_type.FromString(request)
+    except DecodeError as e:
+        fail(f"the message is not a valid {request_type.DESCRIPTOR.full_name} ({e})")
+
+
 def handled(service: str, method: str, needs_token: bool = True):
-    """Wrap a unary RPC: the token check, V2Error as its status and message, observe() once."""
+    """Wrap a unary RPC: the token check, the request parsed, V2Error as its status and message, observe() once."""
     path = f"/{service}/{method}"
+    request_type, _ = message_types(service, method)
 
     def wrap(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -91,7 +114,8 @@ def handled(service: str, method: str, needs_token: bool = True):
                 try:
                     if needs_token:
                         self.core.authorize(context)
-                    return await fn(self, request, context)
+                        self.core.refuse_if_closing()
+                    return await fn(self, parsed(request_type, request), context)
                 except V2Error as e:
                     status = code(e.status)
                     await context.abort(status, str(e), getattr(e, "metadata", ()))
@@ -220,6 +244,12 @@ class Core:
     def ready(self) -> bool:
         return not self.drain.draining and hasattr(self.models(), "predict")
 
+    def refuse_if_closing(self) -> None:
+        """Once the drain is over, calls still coming are answered UNAVAILABLE (retry elsewhere) rather than left queued
+        in grpcio, whose stop cancels what it holds."""
+        if self.drain.closing:
+            fail("the server is stopping (its drain is over); send the call to another replica", 503)
+
     def authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.tokens is None:
             return
@@ -321,6 +351,11 @@ class Health(health_pb2_grpc.HealthServicer):
         """The status now, then each change (read every WATCH_POLL_S) until the client goes or the server stops."""
         started, status, last = time.perf_counter(), grpc.StatusCode.OK, None
         try:
+            try:
+                request = parsed(health_pb2.HealthCheckRequest, request)
+            except V2Error as e:
+                status = code(e.status)
+                await context.abort(status, str(e))
             while True:
                 now = self.status(request.service)
                 if now != last:
@@ -349,9 +384,28 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def options(settings: Any) -> list[tuple[str, Any]]:
-    """The server's gRPC channel options: several worker processes bind one port; messages up to max_body_bytes."""
-    return [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.max_body_bytes)]
+def register(server: grpc.aio.Server, service: str, servicer: Any) -> None:
+    """`servicer`'s methods as `service`'s RPCs, each given its request's bytes (parsed() makes the message), as the
+    generated add_*_to_server would register them but for the deserializer."""
+    handlers = {}
+    for m in DESCRIPTORS[service].methods:
+        _, response_type = message_types(service, m.name)
+        make = grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[m.name] = make(getattr(servicer, m.name), request_deserializer=None,
+                                response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+
+
+def options(settings: Any, deadline_s: float = 30.0) -> list[tuple[str, Any]]:
+    """The server's gRPC channel options: several worker processes bind one port; messages up to max_body_bytes; and
+    every connection is ended (HTTP/2 GOAWAY: calls in flight finish, new ones go to a new connection) when it is
+    0.8 x SERVICE_DRAIN_S old, so that clients spread over workers and, through their load balancer, leave a
+    draining replica within its drain (gRPC's Connection: close)."""
+    found = [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.max_body_bytes)]
+    if settings.drain_s > 0:
+        found += [("grpc.max_connection_age_ms", max(1, int(settings.drain_s * 800))),
+                  ("grpc.max_connection_age_grace_ms", int(deadline_s * 1000))]
+    return found
 
 
 async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: Any, host: str, port: int,
@@ -364,9 +418,9 @@ async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: 
     """
     get_models = models if callable(models) and not hasattr(models, "predict") else (lambda: models)
     core = Core(get_models, admission, tokens, drain, deadline_s, observe)
-    server = grpc.aio.server(options=options(settings))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Inference(core), server)
-    health_pb2_grpc.add_HealthServicer_to_server(Health(core), server)
+    server = grpc.aio.server(options=options(settings, deadline_s))
+    register(server, SERVICE, Inference(core))
+    register(server, HEALTH, Health(core))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     await server.start()
@@ -415,6 +469,11 @@ class Beside:
         log.info("gRPC (Open Inference Protocol v2, grpc.health.v1) on %s:%d", host, self.server.port)
 
     async def stop(self, forced: bool) -> None:
-        """New calls refused at once; those in flight get the deadline (none when `forced`)."""
-        if self.server is not None:
-            await self.server.stop(0 if forced else self.deadline_s)
+        """Once the drain is over (drain.closing): calls still coming are answered UNAVAILABLE for CLOSING_S, so that
+        grpcio hands over the ones it holds (its stop cancels them); then new calls are refused and those in flight get
+        the deadline (none when `forced`)."""
+        if self.server is None:
+            return
+        if not forced:
+            await asyncio.sleep(CLOSING_S)
+        await self.server.stop(0 if forced else self.deadline_s)

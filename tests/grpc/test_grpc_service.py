@@ -417,3 +417,16 @@ def test_servers_share_a_port(loop, models):
         c = Client(second.target)
         assert output(c.infer(GOOD))[0].shape == (2, 1)
         c.channel.close()
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80\x80\x80\x80\x10"],
+                         ids=["bad tag", "truncated string", "truncated length"])
+def test_bytes_that_are_no_message_are_invalid_argument_not_internal(server, junk):
+    """grpcio answers INTERNAL when its own deserializer fails: the servicer parses the bytes itself."""
+    with grpc.insecure_channel(server.target) as channel:
+        for method in ("/inference.GRPCInferenceService/ModelInfer", "/grpc.health.v1.Health/Check"):
+            with pytest.raises(grpc.RpcError) as e:
+                channel.unary_unary(method)(junk, timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, e.value.details())
+            assert "the message is not a valid" in e.value.details()
+        assert Client(server.target).infer(GOOD).model_name == LINEAR
