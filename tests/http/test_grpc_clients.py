@@ -1,15 +1,18 @@
-"""Clients nobody here wrote, tritonclient.grpc and KServe's InferenceGRPCClient (each in its own process of the clients' venv, testkit/clients.py), against the v2 gRPC servicer started in this process: the typed endpoints' answers for every model."""
+"""Clients nobody here wrote, tritonclient.grpc and KServe's InferenceGRPCClient (each in its own process of the clients' venv, testkit/clients.py), against the gRPC service of a real `bentoml serve`: the typed endpoints' answers for every model, and tokens."""
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import artifacts
 from expected import v2_cases
-from service.api.auth import Tokens
-from service.inference.models import Models
-from service.settings import Settings
 from testkit import clients
-from testkit.grpc_servicer import EventLoop, running
+from testkit.server import serving
+
+REPO = Path(__file__).resolve().parents[2]
 
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
 TEMPERATURE = {m.name: choice for choice, m in artifacts.choices(artifacts.TEMPERATURE).items()}
@@ -18,13 +21,15 @@ READINGS = [-1000.0, 21.8, 35.7, 55.9, 81.9, 1000.0]
 TOKEN = "test-token-0123456789abcdef"
 
 
+@dataclass
+class Target:
+    target: str  # host:port of the gRPC service
+
+
 @pytest.fixture(scope="module")
 def server():
-    loop = EventLoop()
-    models = Models({m.name: artifacts.MODELS_DIR / m.name for m in artifacts.MODELS}, Settings())
-    with running(loop, models) as state:
-        yield state
-    loop.close()
+    with serving(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-grpc-")) as running_server:
+        yield Target(running_server.grpc_target)
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +102,11 @@ def test_kserve_grpc_client(server, expected, oip_clients):
 
 
 def test_kserve_grpc_client_with_a_token(expected, oip_clients):
-    loop = EventLoop()
-    models = Models({m.name: artifacts.MODELS_DIR / m.name for m in artifacts.MODELS}, Settings())
     call = {"call": "infer", "model": LINEAR, "inputs": [{**expected[LINEAR][0], "raw": True}]}
-    with running(loop, models, tokens=Tokens([TOKEN])) as server:
-        refused, = clients.run(oip_clients, "kserve_grpc", {"url": server.target, "calls": [call]})
-        answered, = clients.run(oip_clients, "kserve_grpc", {"url": server.target, "calls": [call],
+    with serving(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-grpc-"), env={"SERVICE_API_TOKENS": TOKEN}) as tokened:
+        refused, = clients.run(oip_clients, "kserve_grpc", {"url": tokened.grpc_target, "calls": [call]})
+        answered, = clients.run(oip_clients, "kserve_grpc", {"url": tokened.grpc_target, "calls": [call],
                                                              "headers": {"authorization": f"Bearer {TOKEN}"}})
-    loop.close()
     assert (refused["ok"], refused["code"]) == (False, "UNAUTHENTICATED")
     assert refused["message"].startswith("this route needs a bearer token")
     assert refused["trailing"]["www-authenticate"] == 'Bearer realm="thermo-digits"'

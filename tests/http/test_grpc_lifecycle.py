@@ -1,0 +1,158 @@
+"""The gRPC service of a real `bentoml serve` through its life: served by every worker, counted in /metrics and the access log, SERVING then NOT_SERVING from SIGTERM on, every call under load answered through the drain, hostile messages answered with their status and the server healthy after, and a taken port stopping the start."""
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.settings import Settings
+from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+from testkit.grpc_load import closed_loop, infer_request
+from testkit.server import ServerFailed, free_port, start_service
+
+REPO = Path(__file__).resolve().parents[2]
+DRAIN_S = Settings().drain_s
+GRPC_LINE = re.compile(r"\[entry_service:[^\]]*:(\d+)\] \S+ \(scheme=grpc,method=POST,path=([^)]*)\) \(status=(\w+)\)")
+READINGS = infer_request("temperature-linear", "readings", "FP64", np.array([[35.7], [55.9]]))
+
+
+def started(**kwargs):
+    server = start_service(home=tempfile.mkdtemp(prefix="bentoml-home-grpc-"), **kwargs)
+    try:
+        server.wait_ready(poll=0.2)
+    except ServerFailed as e:
+        server.stop()
+        pytest.fail(str(e))
+    return server
+
+
+def health(target: str) -> str:
+    with grpc.insecure_channel(target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+
+def infer(target: str, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+
+
+def temperature(readings: list[float], raw: bytes | None = None, shape: list[int] | None = None) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="temperature-linear")
+    tensor = request.inputs.add(name="readings", datatype="FP64", shape=shape or [len(readings), 1])
+    if raw is None:
+        tensor.contents.fp64_contents.extend(readings)
+    else:
+        request.raw_input_contents.append(raw)
+    return request
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = started(workers=2)
+    yield running
+    running.stop()
+
+
+def test_every_worker_answers_grpc_and_each_call_is_counted_and_logged(server):
+    start = server.log_size()
+    calls = asyncio.run(closed_loop(server.grpc_target, READINGS, clients=16, seconds=2, channels=16))
+    assert calls.codes() == {"OK": len(calls.code)} and len(calls.code) > 16, calls.summary()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(server.log_file.name) as f:
+            f.seek(start)
+            lines = [m for m in GRPC_LINE.findall(f.read()) if m[1].endswith("/ModelInfer")]
+        if len(lines) >= len(calls.code):
+            break
+        time.sleep(0.2)
+    assert len(lines) == len(calls.code) and {status for _, _, status in lines} == {"OK"}
+    assert {worker for worker, _, _ in lines} == {"1", "2"}, "16 connections all went to one worker"
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    counted = re.search(r'grpc_server_handled_total\{grpc_code="OK",grpc_method="/inference.GRPCInferenceService/'
+                        r'ModelInfer"\} ([\d.]+)', metrics)
+    assert counted and float(counted.group(1)) >= len(calls.code), metrics[-2000:]
+
+
+@pytest.mark.parametrize("request_, status, message", [
+    (temperature([1.0, 2.0], raw=b"\0" * 15), "INVALID_ARGUMENT", "raw_input_contents[0]: 15 bytes, but shape [2, 1] of FP64 is 16 bytes"),
+    (temperature([1.0, float("nan")]), "INVALID_ARGUMENT", "expected a finite number, got NaN"),
+    (temperature([1.0], shape=[10**12, 1]), "INVALID_ARGUMENT", "the batch (-1 in [-1, 1]) must be 1 to 10,000"),
+    (pb.ModelInferRequest(model_name="resnet"), "NOT_FOUND", "no model named 'resnet'"),
+    (temperature([0.0] * 3_000_000), "RESOURCE_EXHAUSTED", "larger than max"),
+], ids=["raw length", "NaN", "huge shape", "unknown model", "over-size message"])
+def test_a_hostile_message_gets_its_status_and_the_server_answers_the_next(server, request_, status, message):
+    with pytest.raises(grpc.RpcError) as e:
+        infer(server.grpc_target, request_)
+    assert e.value.code().name == status and message in e.value.details(), e.value.details()
+    answer = infer(server.grpc_target, temperature([35.7]))
+    assert abs(answer.outputs[0].contents.fp64_contents[0] - 1.858) < 1e-3
+    assert health(server.grpc_target) == "SERVING"
+
+
+def test_sigterm_under_grpc_load_answers_every_call_during_the_drain_then_stops(record_property):
+    """32 callers on 8 connections; SIGTERM after 1.5 s: NOT_SERVING at once, every call until the drain ends answered;
+    afterwards UNAVAILABLE (answered so, or the port closed: nothing sent), or CANCELLED for a call grpcio still held
+    when it stopped; never anything else; exit 0 within the drain plus a second."""
+    server = started()
+    try:
+        async def run():
+            load = asyncio.create_task(closed_loop(server.grpc_target, READINGS, clients=32, seconds=1.5 + DRAIN_S + 1.5,
+                                                   channels=8))
+            await asyncio.sleep(1.5)
+            signalled = time.perf_counter()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            during = await asyncio.to_thread(health, server.grpc_target)
+            status = await asyncio.to_thread(server.proc.wait, DRAIN_S + 30)
+            exited_after = time.perf_counter() - signalled
+            return await load, during, status, exited_after
+
+        calls, during, status, exited_after = asyncio.run(run())
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    t_signal = 1.5  # within the callers' clock, to a few milliseconds
+    record_property("figures", {"summary": calls.summary(), "exited_after_s": round(exited_after, 3),
+                                "during_drain": calls.codes(t_signal, t_signal + DRAIN_S - 0.1)})
+    assert during == "NOT_SERVING"
+    assert calls.codes(0, t_signal + DRAIN_S - 0.1).keys() == {"OK"}, calls.codes()
+    assert calls.codes().keys() <= {"OK", "UNAVAILABLE", "CANCELLED"}, calls.codes()
+    assert status == 0 and exited_after <= DRAIN_S + 1.0, (status, exited_after, server.log()[-3000:])
+
+
+def test_a_grpc_port_another_server_listens_on_stops_the_start_naming_the_setting():
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another instance's gRPC workers do
+        other.bind(("127.0.0.1", free_port()))
+        other.listen(8)
+        port = other.getsockname()[1]
+        env = {**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-grpc-port-"),
+               "BENTOML_DO_NOT_TRACK": "true", "SERVICE_GRPC_PORT": str(port)}
+        proc = subprocess.run([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode not in (0, None), out[-2000:]
+    assert f"SERVICE_GRPC_PORT={port}" in out and "Address already in use" in out, out[-2000:]
+
+
+def test_fuzzed_messages_get_a_client_mistake_s_status_never_internal(server, record_property):
+    """harness.grpc_fuzz's cases (200 here, seeded): random, mutated and malformed ModelInferRequests, health checks."""
+    from harness.grpc_fuzz import fuzz
+
+    result = fuzz(server.grpc_target, cases=200)
+    record_property("figures", result)
+    assert not result["disallowed"] and result["healthy_after"], result
