@@ -1,4 +1,4 @@
-"""The Open Inference Protocol client libraries (testkit/clients.txt) in their own virtualenv under build/clients/, made with the interpreter running the tests and reused while the pins and that interpreter's version are unchanged; ``run`` drives one of the scripts in testkit/oip/ with it.
+"""The Open Inference Protocol client libraries (testkit/clients.txt) in their own virtualenv under build/clients/, made with the interpreter running the tests (below 3.14) and reused while the pins and that interpreter's version are unchanged; ``run`` drives one of the scripts in testkit/oip/ with it.
 
 Why a venv of their own: kserve 0.21.0 and tritonclient[grpc] 2.73.0 need protobuf<7, the service has
 protobuf 7 (testkit/clients.txt says more). Each script runs in its own process: kserve and tritonclient.grpc
@@ -42,8 +42,21 @@ def stamp(python: str) -> str:
     return json.dumps({"pins_sha256": hashlib.sha256(PINS.read_bytes()).hexdigest(), "python": version})
 
 
-def ensure(python: str = sys.executable, log=print) -> Path:
-    """The venv's python, made (or made again) when missing or when the pins or the interpreter changed."""
+def interpreter() -> str:
+    """A Python the clients install on (kserve 0.21.0 needs one below 3.14): this one, else python3.13 ... on PATH."""
+    if sys.version_info < (3, 14):
+        return sys.executable
+    for name in ("python3.13", "python3.12", "python3.11", "python3"):
+        found = shutil.which(name)
+        if found and subprocess.run([found, "-c", "import sys; sys.exit(sys.version_info >= (3, 14))"]).returncode == 0:
+            return found
+    raise ClientFailed("the OIP clients (kserve 0.21.0) need Python 3.11 to 3.13 on PATH as python3.13 ... python3")
+
+
+def ensure(python: str | None = None, log=print) -> Path:
+    """The venv's python (made with `python`, default interpreter()), made again when missing or when the pins or the
+    interpreter changed."""
+    python = python or interpreter()
     root = home(python)
     venv_python = root / "venv" / "bin" / "python"
     want = stamp(python)

@@ -3,7 +3,9 @@
 An example is a ```console block of `$ command` lines, each followed by its expected output, or a ```python block
 followed by a ```console block holding its expected output. `...` in an expected output stands for any text.
 An HTML comment `<!-- example: env KEY=VALUE ... -->` right before a block runs it against a server started with
-that environment. Examples run from the repository's root, with localhost:3000 pointed at the test's server.
+that environment. Examples run from the repository's root, with localhost:3000 pointed at the test's server and
+localhost:8001 at its gRPC port; a Python example that imports tritonclient.grpc runs in the OIP clients' venv
+(testkit/clients.py: it needs protobuf<7).
 """
 
 import os
@@ -57,15 +59,17 @@ def matches(expected: str, got: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def servers(serve):
+def servers():
     """A server per environment the examples ask for, started when first needed."""
+    from testkit.server import serving
+
     started, stack = {}, []
 
-    def get(env: dict[str, str]) -> str:
+    def get(env: dict[str, str]):
         key = tuple(sorted(env.items()))
         if key not in started:
-            context = serve(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-docs-"), env=env)
-            started[key] = context.__enter__()[0]
+            context = serving(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-docs-"), env=env)
+            started[key] = context.__enter__()
             stack.append(context)
         return started[key]
 
@@ -81,11 +85,15 @@ def test_the_docs_have_examples():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.where}:{e.kind}" for e in EXAMPLES])
 def test_example(servers, example):
-    url = servers(example.env)
-    host = url.removeprefix("http://")
-    code = example.code.replace("localhost:3000", host)
+    server = servers(example.env)
+    host = server.url.removeprefix("http://")
+    code = example.code.replace("localhost:3000", host).replace("localhost:8001", server.grpc_target)
     if example.kind == "shell":
         command = ["bash", "-c", code.replace("curl ", "curl -m 30 ", 1)]
+    elif "tritonclient.grpc" in code:
+        from testkit import clients
+
+        command = [str(clients.ensure()), "-c", code]
     else:
         command = [sys.executable, "-c", code]
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
