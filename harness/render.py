@@ -334,7 +334,10 @@ def peers_section(results: dict) -> str:
         "callables, dynamic batching for mnist-fc (up to 64, queue delay "
         f"{results.get('triton_queue_delay_us', 0)} µs), answering the same Open Inference Protocol v2 bodies. The peers use "
         "ONNX Runtime's default session options, each from its own venv with exact pins: " + pins + ".  ",
-        f"**Method:** every side runs at once, one worker or process set each, on the same cores; wrk (1 thread) drives "
+        "gRPC cells: each side's `inference.GRPCInferenceService/ModelInfer` with the same raw request (tritonclient's "
+        "way), driven by `testkit/grpc_load.py` (grpc.aio, closed loop, its callers on "
+        f"{results.get('grpc_channels', 8)} connections) in a process of its own.  ",
+        f"**Method:** every side runs at once, on the same cores, as it starts by default; wrk (1 thread) drives "
         f"one side at a time for {results['duration_s']:g} s per cell after {results.get('warmup_s', 0):g} s of warm-up, "
         f"{results['rounds']} round(s), the order of sides reversed every other round and cell; the same body file goes to "
         "every side of a cell. Figures are medians over rounds (max: the largest). Throughput counts 2xx answers only; "
@@ -357,6 +360,20 @@ def peers_section(results: dict) -> str:
             lines.append(f"| {cell['endpoint']} | `{cell['path']}` | {cell['concurrency']} | {side} | {fmt(r['rps'])} "
                          f"| {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non_2xx']} "
                          f"| {r['transport_errors']} | {r['server_cpu_ms_per_req']:.2f} | {ratio} |")
+    pairs = []
+    for cell in results["cells"]:
+        if cell["endpoint"].startswith("grpc_"):
+            http = row(table, "service", "v2_" + cell["endpoint"].removeprefix("grpc_"), cell["concurrency"])
+            grpc = row(table, "service", cell["endpoint"], cell["concurrency"])
+            if http and grpc:
+                pairs.append(f"{cell['endpoint'].removeprefix('grpc_').replace('_', '-')} at {cell['concurrency']}: "
+                             f"HTTP {fmt(http['rps'])} 2xx/s (p99 {http['p99_ms']:.2f} ms), gRPC {fmt(grpc['rps'])} "
+                             f"(p99 {grpc['p99_ms']:.2f} ms)")
+    if pairs:
+        lines += ["", "The service over HTTP (v2 JSON, wrk) and over gRPC (raw tensors, the Python gRPC client on "
+                  f"{results.get('grpc_channels', 8)} connections): " + "; ".join(pairs) + ". The two clients differ: "
+                  "wrk costs a few hundredths of a core, the Python gRPC client several tenths, taken from the same "
+                  "cores."]
     lines += ["", "Where the service is behind a peer, and why: [decisions/bentoml-request-path.md](decisions/bentoml-request-path.md)."]
     same = results.get("same_answers", {})
     lines += ["", "Every side gave the service's answer (same fields, same digit, floats to 1e-5; v2: the outputs) before "

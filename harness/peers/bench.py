@@ -3,6 +3,8 @@
     .venv/bin/python -m harness.peers                         # 3 rounds x 5 s per cell and side: ~5 minutes on 2 cores
     .venv/bin/python -m harness.peers --rounds 1 --duration 2 --warmup 0     # does it work end to end
 
+HTTP cells are driven by wrk; gRPC cells (the service's and Triton's GRPCInferenceService, the same raw
+ModelInferRequest) by testkit.grpc_load in a process of its own, its callers sharing 8 connections.
 Sides: the service (`bentoml serve .`, its default configuration), the bare Starlette baseline
 (harness/baseline.py), and the peers, each from its own pinned venv under build/peers/, made on first
 use from harness/peers/<peer>.txt (under a minute each with a warm pip cache; 200-420 MiB):
@@ -19,27 +21,34 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from harness import render, report, wrk
 from testkit import payloads
 from harness.bench import summarise
 from harness.peers import servers, venvs
-from testkit.server import Server, request, start_baseline, start_service
+from testkit.server import REPO, Server, request, start_baseline, start_service
 
 
 @dataclass(frozen=True)
 class Cell:
     """One endpoint at one concurrency, and the sides that answer it with the same body."""
 
-    endpoint: str  # a key of bodies()
+    endpoint: str  # a key of bodies() (HTTP, driven by wrk) or of grpc_bodies() (gRPC, by testkit.grpc_load)
     concurrency: int
     sides: tuple[str, ...]
     goal: bool  # the issue's goal: the service's 2xx/s >= every peer's, and its p99 <= every peer's
+
+    @property
+    def grpc(self) -> bool:
+        return self.endpoint.startswith("grpc_")
 
     @property
     def key(self) -> str:
@@ -53,7 +62,10 @@ CELLS = (
     Cell("digit", 64, TYPED, True),
     Cell("v2_mnist_fc", 64, V2, True),
     Cell("v2_temperature_linear", 16, V2, False),
+    Cell("grpc_mnist_fc", 64, V2, True),
+    Cell("grpc_temperature_linear", 16, V2, True),
 )
+GRPC_CHANNELS = 8  # connections the gRPC callers share (a client process holds a channel or a few, not one per call)
 PEERS = tuple(venvs.PEERS)
 IDLE_MARGIN = 0.05  # of a core, above a server's own idle use: still busy with a previous run
 TOLERANCE = {"rel_tol": 1e-5, "abs_tol": 1e-12}  # float32 sums in another order (ONNX Runtime's default threads)
@@ -62,6 +74,53 @@ TOLERANCE = {"rel_tol": 1e-5, "abs_tol": 1e-12}  # float32 sums in another order
 def bodies() -> dict[str, payloads.Payload]:
     typed = payloads.bench_payloads()
     return {"temperature": typed["temperature"], "digit": typed["digit"], **payloads.v2_payloads()}
+
+
+def grpc_bodies() -> dict[str, bytes]:
+    """Serialized ModelInferRequests of the v2 bodies' tensors, raw (as tritonclient.grpc sends them)."""
+    from testkit.grpc_load import infer_request
+
+    out = {}
+    for name, p in payloads.v2_payloads().items():
+        (t,) = json.loads(p.body)["inputs"]
+        model = p.path.split("/")[3]
+        array = np.asarray(t["data"], dtype=np.float32 if t["datatype"] == "FP32" else np.float64).reshape(t["shape"])
+        out["grpc_" + name.removeprefix("v2_")] = infer_request(model, t["name"], t["datatype"], array)
+    return out
+
+
+def grpc_answer(target: str, request: bytes) -> dict:
+    """One ModelInfer: its outputs as comparable() gives them (raw outputs decoded, flat)."""
+    import grpc
+
+    from service.v2.proto import grpc_predict_v2_pb2 as pb
+
+    with grpc.insecure_channel(target) as channel:
+        raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(request, timeout=30)
+    answer = pb.ModelInferResponse.FromString(raw)
+    outputs = []
+    for i, o in enumerate(answer.outputs):
+        dtype = "<f4" if o.datatype == "FP32" else "<f8"
+        data = (np.frombuffer(answer.raw_output_contents[i], dtype=dtype) if answer.raw_output_contents
+                else np.asarray(getattr(o.contents, f"{o.datatype.lower()}_contents")))
+        outputs.append({"name": o.name, "datatype": o.datatype, "shape": list(o.shape), "data": data.tolist()})
+    return {"outputs": outputs}
+
+
+def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, side: str) -> dict:
+    """testkit.grpc_load in a process of its own against `server`'s gRPC port: a row shaped like a wrk.Result's."""
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run([sys.executable, "-m", "testkit.grpc_load", f"127.0.0.1:{server.grpc_port}", str(request_file),
+                          "--clients", str(cell.concurrency), "--channels", str(GRPC_CHANNELS), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO)
+    r = json.loads(out.stdout)
+    failed = r["calls"] - r["ok"]
+    return {"side": side, "endpoint": cell.endpoint, "concurrency": cell.concurrency, "seconds": r["seconds"],
+            "requests": r["calls"], "ok_2xx": r["ok"], "rps": r["ok_per_s"], "images_per_s": r["ok_per_s"],
+            "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"],
+            "mean_ms": r["p50_ms"], "non_2xx": failed, "refused_429": r["codes"].get("RESOURCE_EXHAUSTED", 0),
+            "transport_errors": 0, "error_detail": r["codes"], "client_cpu_s": r["client_cpu_s"],
+            "server_cpu_s": round(server.cpu_seconds() - cpu0, 3)}
 
 
 def differences(expected, got, where: str = "") -> list[str]:
@@ -93,9 +152,12 @@ def check_answers(started: dict[str, Server], cells=CELLS, sent: dict[str, paylo
     sent = sent or bodies()
     out, problems = {}, []
     for cell in cells:
-        p = sent[cell.endpoint]
         answers = {}
-        for side in cell.sides:
+        if cell.grpc:
+            for side in cell.sides:
+                answers[side] = grpc_answer(f"127.0.0.1:{started[side].grpc_port}", grpc_bodies()[cell.endpoint])
+        p = sent.get(cell.endpoint)
+        for side in () if cell.grpc else cell.sides:
             status, body = request(started[side].url, "POST", p.path, p.body, p.content_type, timeout=30)
             if status != 200:
                 problems.append(f"{side} {p.path}: {status} {body[:300]!r}")
@@ -148,23 +210,33 @@ def measure(started: dict[str, Server], cells, sent, files, rounds: int, duratio
     """Every cell on each of its sides, `rounds` times, the order of sides reversed every other round and cell; every
     server back to its own idle CPU use (+ IDLE_MARGIN of a core) before each run. First `warmup` s of unrecorded
     load per cell and side."""
+    def run(cell: Cell, side: str, seconds: float) -> dict:
+        s = started[side]
+        if cell.grpc:
+            return grpc_run(s, files[cell.endpoint], cell, seconds, side)
+        return wrk.run(s.url, sent[cell.endpoint], files[cell.endpoint], cell.concurrency, seconds, side,
+                       s.cpu_seconds).as_dict()
+
     for cell in cells:
         for side in cell.sides if warmup else ():
-            wrk.run(started[side].url, sent[cell.endpoint], files[cell.endpoint], cell.concurrency, warmup, side)
+            run(cell, side, warmup)
     rows = []
     for r in range(rounds):
         for i, cell in enumerate(cells):
             for side in cell.sides if (i + r) % 2 == 0 else cell.sides[::-1]:
                 for other, s in started.items():
                     s.wait_idle(busy_fraction=idle[other] + IDLE_MARGIN)
-                s = started[side]
-                res = wrk.run(s.url, sent[cell.endpoint], files[cell.endpoint], cell.concurrency, duration, side,
-                              s.cpu_seconds)
-                rows.append({**res.as_dict(), "round": r})
-                print(f"  r{r} {cell.key:26s} {side:13s} {res.rps:8.1f} 2xx/s  p50 {res.p50_ms:7.2f}  "
-                      f"p99 {res.p99_ms:7.2f} ms  non-2xx {res.non_2xx}  transport errors {res.transport_errors}",
-                      flush=True)
+                res = run(cell, side, duration)
+                rows.append({**res, "round": r})
+                print(f"  r{r} {cell.key:26s} {side:13s} {res['rps']:8.1f} 2xx/s  p50 {res['p50_ms']:7.2f}  "
+                      f"p99 {res['p99_ms']:7.2f} ms  non-2xx {res['non_2xx']}  transport errors "
+                      f"{res['transport_errors']}", flush=True)
     return rows
+
+
+def grpc_path(cell: Cell) -> str:
+    """How the Markdown names a gRPC cell's call."""
+    return f"gRPC ModelInfer {cell.endpoint.removeprefix('grpc_').replace('_', '-')}"
 
 
 def table_text(results: dict) -> str:
@@ -205,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     logdir = Path(tempfile.mkdtemp(prefix="harness-peers-"))
     sent = bodies()
     files = payloads.write_bodies(logdir / "bodies", sent)
+    for name, body in grpc_bodies().items():
+        files[name] = logdir / "bodies" / f"{name}.bin"
+        files[name].write_bytes(body)
     loadavg = report.machine()["loadavg_at_start"]
     if loadavg[0] > 0.5:
         print(f"warning: load average {loadavg}: something else is using the CPUs", flush=True)
@@ -214,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"command": ".venv/bin/python -m harness.peers" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
                      "duration_s": args.duration, "rounds": args.rounds, "warmup_s": args.warmup,
                      "triton_queue_delay_us": args.triton_queue_delay_us,
+                     "grpc_channels": GRPC_CHANNELS,
                      "cells": [{"endpoint": c.endpoint, "concurrency": c.concurrency, "sides": list(c.sides),
-                                "goal": c.goal, "path": sent[c.endpoint].path} for c in cells],
+                                "goal": c.goal, "path": grpc_path(c) if c.grpc else sent[c.endpoint].path}
+                               for c in cells],
                      "peers": {n: {k: b[k] for k in ("build_s", "size_mib", "pins", "freeze")} for n, b in built.items()}}
     try:
         time.sleep(2)  # start-up work settles before the idle readings

@@ -25,6 +25,7 @@ class PeerServer(Server):
     its shared memory), then SIGKILL to the group after `stop_grace_s`; `scratch` folders are removed after."""
 
     ready_paths: tuple[str, ...] = ("/readyz",)
+    grpc_port: int = 0  # its Open Inference Protocol gRPC port (0: none)
     stop_grace_s: float = 20
     term_group: bool = True
     scratch: list[Path] = field(default_factory=list)
@@ -94,7 +95,7 @@ def start_triton(logdir: Path, max_queue_delay_us: int = 0) -> PeerServer:
     cmd = [str(python), "pytriton_server.py", "--http-port", str(http), "--grpc-port", str(grpc),
            "--metrics-port", str(metrics), "--max-queue-delay-us", str(max_queue_delay_us), "--workspace", str(workspace)]
     return spawn("triton", cmd, {"LD_LIBRARY_PATH": venvs.library_path(python)}, http, logdir,
-                 ready_paths=("/v2/models/temperature-linear/ready", "/v2/models/mnist-fc/ready"),
+                 ready_paths=("/v2/models/temperature-linear/ready", "/v2/models/mnist-fc/ready"), grpc_port=grpc,
                  stop_grace_s=15, term_group=False, scratch=[workspace])
 
 
