@@ -260,9 +260,10 @@ def workers_section(results: dict) -> str:
         med = {w: statistics.median(r["rps"] for r in matrix if r["workers"] == w) for w in counts}
         p99 = {w: statistics.median(r["p99_ms"] for r in matrix if r["workers"] == w) for w in counts}
         share = min((r["least_share"] for r in matrix if r["workers"] == most and "least_share" in r), default=None)
+        shown = "– (fewer connections than workers)" if c < most else "" if share is None else f"{share:.0%}"
         lines.append(f"| {e} | {c} | " + " | ".join(fmt(med[w]) for w in counts)
                      + f" | {med[most] / med[few]:.2f} | " + " | ".join(f"{p99[w]:.2f}" for w in counts)
-                     + f" | {'' if share is None else f'{share:.0%}'} |")
+                     + f" | {shown} |")
     rounds = [r for r in results["runs"] if r["part"] == "rounds"]
     if rounds:
         lines += ["", f"**{results['share_rounds']} rounds** of {results['share_seconds']:g} s, alternating, of the cells "

@@ -1,19 +1,21 @@
-"""A rolling update behind a real load balancer: two replicas behind HAProxy, each replaced in turn by one serving a retrained model, under a closed loop of clients; no request may fail, and the answers' version must switch.
+"""A rolling update behind a real load balancer: two replicas behind HAProxy, each replaced in turn by one serving a retrained model, under closed loops of HTTP and gRPC clients; no request may fail, and the answers' version must switch.
 
     python -m harness.rollout                    # 3 runs (retrains the temperature model once: needs torch)
     python -m harness.rollout --runs 1 --hogs 1  # beside a CPU hog
     python -m harness.rollout --new-models DIR   # DIR/temperature-linear: a model folder exported by training
 
-Each replica is `bentoml serve` in its default configuration on a port and model store of its own; HAProxy
-(Debian's, `apt-get install haproxy`) balances --clients closed-loop clients (testkit.driver, keep-alive) over
+Each replica is `bentoml serve` in its default configuration on ports (HTTP and gRPC) and a model store of its
+own; HAProxy (Debian's, `apt-get install haproxy`) balances --clients closed-loop HTTP clients (testkit.driver,
+keep-alive) and --grpc-clients gRPC callers (testkit.grpc_load, ModelInfer over HTTP/2 on 2 connections) over
 them, checking /readyz every 500 ms (`fall 2`, `rise 2`; `HAPROXY_CONFIG` below is the whole configuration,
 what docs/deploy.md recommends). Then, for each replica in turn: SIGTERM to its `bentoml serve` process (it
 drains: not ready, still answering); once it has exited, a replica of the new version starts on the same port
 (the code and models/ of this tree, but models/temperature-linear retrained with another seed) and the next
 replica is replaced once HAProxy has it up. Clients keep sending throughout and for --settle s after.
 
-Pass: every request answered 2xx (no transport error, no 5xx from HAProxy), each replica exited 0 within its
-drain plus a second, and the answers' `version` went from only the old to only the new.
+Pass: every HTTP request answered 2xx (no transport error, no 5xx from HAProxy) and every gRPC call OK, each
+replica exited 0 within its drain plus a second, and the answers' `version` went from only the old to only the
+new, over both protocols.
 """
 
 from __future__ import annotations
@@ -33,16 +35,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 import artifacts
 from harness.drain import EXIT_MARGIN_S
 from harness.report import finish, service_settings
 from service.settings import Settings
 from testkit import host
-from testkit.driver import Driver, go
+from testkit.driver import Driver
+from testkit.grpc_load import Calls, closed_loop, infer_request
 from testkit.payloads import bench_payloads
+from service.v2.proto import grpc_predict_v2_pb2 as pb
 from testkit.server import REPO, Server, ServerFailed, free_port, parse_env, start_service
 
 MODEL = artifacts.TEMPERATURE_LINEAR  # the model retrained for the new version
+
+
+@contextlib.contextmanager
+def more_files():
+    """As many file descriptors as the system allows, for the clients' connections."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 HAPROXY_CONFIG = """\
 global
     maxconn 4096
@@ -64,6 +83,14 @@ listen thermo_digits
     http-check expect status 200
     default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
 {servers}
+
+listen thermo_digits_grpc
+    bind 127.0.0.1:{grpc_port} proto h2
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
+{grpc_servers}
 """
 
 
@@ -76,22 +103,27 @@ def haproxy_path() -> str:
 
 @dataclass
 class Balancer:
-    """HAProxy in front of named servers; its stats socket says which it has up."""
+    """HAProxy in front of named servers, HTTP and gRPC; its stats socket says which it has up in both."""
 
     proc: subprocess.Popen
     port: int
+    grpc_port: int
     stats: Path
 
     @classmethod
-    def start(cls, servers: dict[str, int], where: Path) -> "Balancer":
-        port, stats = free_port(), where / "haproxy.sock"
-        lines = "\n".join(f"    server {name} 127.0.0.1:{p} check" for name, p in servers.items())
+    def start(cls, servers: dict[str, tuple[int, int]], where: Path) -> "Balancer":
+        """`servers`: name -> (HTTP port, gRPC port); gRPC servers are checked on their HTTP port's /readyz."""
+        port, grpc_port, stats = free_port(), free_port(), where / "haproxy.sock"
+        lines = "\n".join(f"    server {name} 127.0.0.1:{http} check" for name, (http, _) in servers.items())
+        grpc_lines = "\n".join(f"    server {name} 127.0.0.1:{grpc} proto h2 check port {http} check-proto h1"
+                               for name, (http, grpc) in servers.items())
         config = where / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(stats=stats, port=port, servers=lines))
+        config.write_text(HAPROXY_CONFIG.format(stats=stats, port=port, servers=lines, grpc_port=grpc_port,
+                                                grpc_servers=grpc_lines))
         with open(where / "haproxy.log", "w") as log:
             proc = subprocess.Popen([haproxy_path(), "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        balancer = cls(proc, port, stats)
+        balancer = cls(proc, port, grpc_port, stats)
         balancer.wait(lambda up: set(up) == set(servers), 30)
         return balancer
 
@@ -100,7 +132,7 @@ class Balancer:
         return f"http://127.0.0.1:{self.port}"
 
     def up(self) -> set[str]:
-        """The servers HAProxy would send requests to now."""
+        """The servers HAProxy would send requests to now, over HTTP and gRPC both."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(str(self.stats))
@@ -109,7 +141,9 @@ class Balancer:
             while chunk := s.recv(65536):
                 data += chunk
         rows = [line.split(",") for line in data.decode().splitlines() if line and not line.startswith("#")]
-        return {r[1] for r in rows if r[1] not in ("FRONTEND", "BACKEND") and r[17].startswith("UP")}
+        servers = [r for r in rows if r[1] not in ("FRONTEND", "BACKEND")]
+        names = {r[1] for r in servers}
+        return {n for n in names if all(r[17].startswith("UP") for r in servers if r[1] == n)}
 
     def wait(self, condition, timeout: float) -> float:
         """Seconds until condition(up()) held; TimeoutError if not within `timeout`."""
@@ -157,16 +191,24 @@ def version_of(body: bytes) -> str | None:
         return None
 
 
+def grpc_version_of(answer: bytes) -> str:
+    return pb.ModelInferResponse.FromString(answer).model_version
+
+
+GRPC_REQUEST = infer_request(MODEL, "readings", "FP64", np.array([[35.7], [55.9]]))
+
+
 async def replace(name: str, old: Server, tree: Path, balancer: Balancer, drain_s: float, workers: int | None,
                   env: dict[str, str], logdir: Path) -> tuple[Server, dict]:
     """SIGTERM `old`; once it has exited, a new-version replica on its port; return it once HAProxy has it up."""
     signalled = time.monotonic()
     os.kill(old.proc.pid, signal.SIGTERM)
-    down_after = await asyncio.to_thread(balancer.wait, lambda up: name not in up, drain_s + 30)
+    down_after = await asyncio.to_thread(balancer.wait, lambda up: name not in up, drain_s + 30)  # in either
     status = await asyncio.to_thread(old.proc.wait, drain_s + 30)
     exited_after = time.monotonic() - signalled
     new = await asyncio.to_thread(start_service, cwd=tree, home=tempfile.mkdtemp(prefix="rollout-home-"),
-                                  workers=workers, env=env, port=old.port, logdir=logdir)
+                                  workers=workers, env={**env, "SERVICE_GRPC_PORT": str(old.grpc_port)}, port=old.port,
+                                  logdir=logdir)
     ready_after = await asyncio.to_thread(new.wait_ready, 120, 0.1)
     up_after = await asyncio.to_thread(balancer.wait, lambda up: name in up, 60)
     return new, {"replica": name, "exit_status": status, "exited_after_s": round(exited_after, 3),
@@ -174,23 +216,38 @@ async def replace(name: str, old: Server, tree: Path, balancer: Balancer, drain_
                  "new_up_in_haproxy_after_ready_s": round(up_after, 3)}
 
 
-async def rollout(balancer: Balancer, replicas: dict[str, Server], tree: Path, clients: int, warmup: float,
-                  settle: float, drain_s: float, workers: int | None, env: dict[str, str],
+def switched(versions: list, marks: tuple[int, int]) -> dict:
+    """The versions answered before the first replacement, after the last, and how many of each in between."""
+    during = versions[marks[0]:marks[1]]
+    return {"versions_before": sorted(set(versions[:marks[0]])), "versions_after": sorted(set(versions[marks[1]:])),
+            "answers_during": {v: during.count(v) for v in set(during)}}
+
+
+async def rollout(balancer: Balancer, replicas: dict[str, Server], tree: Path, clients: int, grpc_clients: int,
+                  warmup: float, settle: float, drain_s: float, workers: int | None, env: dict[str, str],
                   logdir: Path) -> tuple[dict, dict[str, Server]]:
     """Clients through `balancer` while each of `replicas` is replaced in turn; the figures and the new replicas."""
     driver = Driver(balancer.url, [(bench_payloads()["temperature"], 1.0)], timeout=30, answer=version_of)
     runner = asyncio.create_task(driver.run(3600, clients=clients, drain=35))
+    stop, calls = asyncio.Event(), Calls()
+    grpc_runner = asyncio.create_task(closed_loop(f"127.0.0.1:{balancer.grpc_port}", GRPC_REQUEST, grpc_clients, 3600,
+                                                  channels=2, answer=grpc_version_of, stop=stop, error_pause=0.05,
+                                                  calls=calls))
     await asyncio.sleep(warmup)
-    steps, marks = [], []
+    steps, marks, grpc_marks = [], [], []
     for name in list(replicas):
         marks.append(len(driver.answers))
+        grpc_marks.append(len(calls.answers))
         replicas[name], step = await replace(name, replicas[name], tree, balancer, drain_s, workers, env, logdir)
         steps.append(step)
+    await asyncio.sleep(0.5)  # answers already on their way from the old replicas
     marks.append(len(driver.answers))
+    grpc_marks.append(len(calls.answers))
     await asyncio.sleep(settle)
     driver.stop()
+    stop.set()
     records = await runner
-    versions = driver.answers
+    await grpc_runner
     old_version = artifacts.read_metadata(REPO / "models" / MODEL)["version"]
     new_version = artifacts.read_metadata(tree / "models" / MODEL)["version"]
     return {
@@ -198,20 +255,23 @@ async def rollout(balancer: Balancer, replicas: dict[str, Server], tree: Path, c
         "non_2xx": int(((records.status > 0) & ~records.ok).sum()), "transport_errors": int(records.transport_errors.sum()),
         "by_status": records.by_status(), "not_ok": records.not_ok(20),
         "ok_per_s": round(float(records.ok.sum()) / max(records.client_wall_s, 1e-9), 1),
-        "old_version": old_version, "new_version": new_version,
-        "versions_before": sorted(set(versions[:marks[0]])), "versions_after": sorted(set(versions[marks[-1]:])),
-        "answers_during": {v: versions[marks[0]:marks[-1]].count(v) for v in set(versions[marks[0]:marks[-1]])},
+        "old_version": old_version, "new_version": new_version, **switched(driver.answers, (marks[0], marks[-1])),
+        "grpc": {**calls.summary(), **switched(calls.answers, (grpc_marks[0], grpc_marks[-1]))},
         "steps": steps,
     }, replicas
 
 
 def passed(run: dict, drain_s: float) -> bool:
+    grpc = run["grpc"]
     return (run["non_2xx"] == 0 and run["transport_errors"] == 0 and run["answered_2xx"] > 0
             and run["versions_before"] == [run["old_version"]] and run["versions_after"] == [run["new_version"]]
+            and grpc["ok"] > 0 and grpc["codes"] == {"OK": grpc["ok"]}
+            and grpc["versions_before"] == [run["old_version"]] and grpc["versions_after"] == [run["new_version"]]
             and all(s["exit_status"] == 0 and s["exited_after_s"] <= drain_s + EXIT_MARGIN_S for s in run["steps"]))
 
 
-def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int | None, env: dict[str, str]) -> dict:
+def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int | None, env: dict[str, str],
+            grpc_clients: int = 8) -> dict:
     """Two old-version replicas behind HAProxy, both replaced under load; the run's figures (`passed` included)."""
     drain_s = Settings.from_env({**os.environ, **env}).drain_s
     logdir = Path(tempfile.mkdtemp(prefix="harness-rollout-"))
@@ -221,8 +281,10 @@ def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int
     try:
         for r in replicas.values():
             r.wait_ready()
-        balancer = Balancer.start({n: r.port for n, r in replicas.items()}, logdir)
-        run, replicas = go(rollout(balancer, replicas, tree, clients, warmup, settle, drain_s, workers, env, logdir))
+        balancer = Balancer.start({n: (r.port, r.grpc_port) for n, r in replicas.items()}, logdir)
+        with more_files():  # asyncio (not uvloop: grpc.aio needs asyncio's loop) for HTTP and gRPC clients alike
+            run, replicas = asyncio.run(rollout(balancer, replicas, tree, clients, grpc_clients, warmup, settle,
+                                                drain_s, workers, env, logdir))
     except (ServerFailed, TimeoutError, RuntimeError) as e:
         run = {"error": str(e), "steps": []}
     finally:
@@ -239,7 +301,8 @@ def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--clients", type=int, default=16, help="closed-loop clients through HAProxy (default 16)")
+    ap.add_argument("--clients", type=int, default=16, help="closed-loop HTTP clients through HAProxy (default 16)")
+    ap.add_argument("--grpc-clients", type=int, default=8, help="closed-loop gRPC callers through HAProxy (default 8)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the first replacement")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds of load after the last replacement")
     ap.add_argument("--workers", type=int, default=None, help="pin each replica's worker count (default: its own)")
@@ -257,10 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     with host.cpu_hogs(args.hogs):
         for i in range(args.runs):
-            run = one_run(tree, args.clients, args.warmup, args.settle, args.workers, env)
+            run = one_run(tree, args.clients, args.warmup, args.settle, args.workers, env, args.grpc_clients)
             runs.append(run)
-            print(f"run {i + 1}: {run.get('answered_2xx')} answered, non-2xx {run.get('non_2xx')}, transport errors "
-                  f"{run.get('transport_errors')}, versions {run.get('versions_before')} -> {run.get('versions_after')}, "
+            grpc = run.get("grpc", {})
+            print(f"run {i + 1}: HTTP {run.get('answered_2xx')} answered, non-2xx {run.get('non_2xx')}, transport errors "
+                  f"{run.get('transport_errors')}, versions {run.get('versions_before')} -> {run.get('versions_after')}; "
+                  f"gRPC {grpc.get('codes')}, versions {grpc.get('versions_before')} -> {grpc.get('versions_after')}; "
                   f"steps {run.get('steps')}{' error: ' + run['error'] if 'error' in run else ''}: "
                   f"{'pass' if run['passed'] else 'FAIL'}", flush=True)
     haproxy = subprocess.run([haproxy_path(), "-v"], capture_output=True, text=True).stdout.splitlines()[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import grpc
 import numpy as np
@@ -39,6 +40,7 @@ class Calls:
     latency: list[float] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    answers: list = field(default_factory=list)  # what `answer` made of each OK answer, in the order answered
 
     def codes(self, start: float = 0.0, end: float = float("inf")) -> dict[str, int]:
         """How many calls sent in [start, end) ended with each status."""
@@ -59,20 +61,24 @@ class Calls:
 
 async def closed_loop(target: str, request: bytes, clients: int, seconds: float, channels: int = 1,
                       metadata: tuple[tuple[str, str], ...] = (), timeout: float = 30.0,
-                      error_pause: float = 0.02) -> Calls:
-    """`clients` callers on `channels` connections to `target` for `seconds`; a caller pauses `error_pause` after an
-    error rather than spin on a server that is gone."""
+                      error_pause: float = 0.02, answer: Callable[[bytes], Any] | None = None,
+                      stop: asyncio.Event | None = None, calls: Calls | None = None) -> Calls:
+    """`clients` callers on `channels` connections to `target` for `seconds` (or until `stop` is set); a caller pauses
+    `error_pause` after an error rather than spin on a server that is gone. `answer`: what to keep of each OK answer;
+    `calls`: the Calls to fill (to read them while the run goes on)."""
     chans = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)]
-    calls = Calls()
+    calls = Calls() if calls is None else calls
     t0 = time.perf_counter()
     end = t0 + seconds
 
     async def caller(i: int) -> None:
         method = chans[i % channels].unary_unary(METHOD)  # bytes in, bytes out
-        while (now := time.perf_counter()) < end:
+        while (now := time.perf_counter()) < end and not (stop is not None and stop.is_set()):
             try:
-                await method(request, metadata=metadata or None, timeout=timeout)
+                got = await method(request, metadata=metadata or None, timeout=timeout)
                 code = "OK"
+                if answer is not None:
+                    calls.answers.append(answer(got))
             except grpc.aio.AioRpcError as e:
                 code = e.code().name
             done = time.perf_counter()
