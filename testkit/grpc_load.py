@@ -41,6 +41,7 @@ class Calls:
     code: list[str] = field(default_factory=list)
     seconds: float = 0.0
     answers: list = field(default_factory=list)  # what `answer` made of each OK answer, in the order answered
+    errors: list = field(default_factory=list)  # (sent, code, details) of the first 20 errors
 
     def codes(self, start: float = 0.0, end: float = float("inf")) -> dict[str, int]:
         """How many calls sent in [start, end) ended with each status."""
@@ -56,7 +57,7 @@ class Calls:
         ms = lambda q: round(1000 * float(np.quantile(latency[ok], q)), 2) if ok.any() else None  # noqa: E731
         return {"calls": len(self.code), "ok": int(ok.sum()), "ok_per_s": round(ok.sum() / self.seconds, 1)
                 if self.seconds else 0.0, "codes": self.codes(), "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
-                "max_ms": round(1000 * float(latency[ok].max()), 2) if ok.any() else None}
+                "max_ms": round(1000 * float(latency[ok].max()), 2) if ok.any() else None, "errors": self.errors}
 
 
 async def closed_loop(target: str, request: bytes, clients: int, seconds: float, channels: int = 1,
@@ -81,6 +82,8 @@ async def closed_loop(target: str, request: bytes, clients: int, seconds: float,
                     calls.answers.append(answer(got))
             except grpc.aio.AioRpcError as e:
                 code = e.code().name
+                if len(calls.errors) < 20:
+                    calls.errors.append((round(now - t0, 3), code, (e.details() or "")[:200]))
             done = time.perf_counter()
             calls.sent.append(now - t0)
             calls.latency.append(done - now)

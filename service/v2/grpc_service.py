@@ -396,16 +396,13 @@ def register(server: grpc.aio.Server, service: str, servicer: Any) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
 
-def options(settings: Any, deadline_s: float = 30.0) -> list[tuple[str, Any]]:
-    """The server's gRPC channel options: several worker processes bind one port; messages up to max_body_bytes; and
-    every connection is ended (HTTP/2 GOAWAY: calls in flight finish, new ones go to a new connection) when it is
-    0.8 x SERVICE_DRAIN_S old, so that clients spread over workers and, through their load balancer, leave a
-    draining replica within its drain (gRPC's Connection: close)."""
-    found = [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.max_body_bytes)]
-    if settings.drain_s > 0:
-        found += [("grpc.max_connection_age_ms", max(1, int(settings.drain_s * 800))),
-                  ("grpc.max_connection_age_grace_ms", int(deadline_s * 1000))]
-    return found
+def options(settings: Any) -> list[tuple[str, Any]]:
+    """The server's gRPC channel options: several worker processes bind one port; messages up to max_body_bytes.
+
+    No ``grpc.max_connection_age_ms``: the periodic GOAWAY it sends broke calls in flight through HAProxy 2.6's
+    HTTP/2 backend connections (UNKNOWN, REFUSED_STREAM in harness.rollout); a load balancer that routes each call
+    (HAProxy, Envoy) moves calls off a draining replica without it."""
+    return [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.max_body_bytes)]
 
 
 async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: Any, host: str, port: int,
@@ -418,7 +415,7 @@ async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: 
     """
     get_models = models if callable(models) and not hasattr(models, "predict") else (lambda: models)
     core = Core(get_models, admission, tokens, drain, deadline_s, observe)
-    server = grpc.aio.server(options=options(settings, deadline_s))
+    server = grpc.aio.server(options=options(settings))
     register(server, SERVICE, Inference(core))
     register(server, HEALTH, Health(core))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
