@@ -371,10 +371,14 @@ def peers_section(results: dict) -> str:
                              f"HTTP {fmt(http['rps'])} 2xx/s (p99 {http['p99_ms']:.2f} ms), gRPC {fmt(grpc['rps'])} "
                              f"(p99 {grpc['p99_ms']:.2f} ms)")
     if pairs:
+        cores = {kind: sorted(r["client_cpu_s"] / r["seconds"] for r in results["runs"]
+                              if r["endpoint"].startswith("grpc_") == (kind == "grpc") and r["seconds"])
+                 for kind in ("grpc", "wrk")}
+        spread = {k: f"{v[0]:.2f}–{v[-1]:.2f} (median {statistics.median(v):.2f})" for k, v in cores.items() if v}
         lines += ["", "The service over HTTP (v2 JSON, wrk) and over gRPC (raw tensors, the Python gRPC client on "
                   f"{results.get('grpc_channels', 8)} connections): " + "; ".join(pairs) + ". The two clients differ: "
-                  "wrk costs a few hundredths of a core, the Python gRPC client several tenths, taken from the same "
-                  "cores."]
+                  f"wrk took {spread.get('wrk', '?')} of a core, the Python gRPC client {spread.get('grpc', '?')}, "
+                  "from the same two cores as the servers."]
     lines += ["", "Where the service is behind a peer, and why: [decisions/bentoml-request-path.md](decisions/bentoml-request-path.md)."]
     same = results.get("same_answers", {})
     lines += ["", "Every side gave the service's answer (same fields, same digit, floats to 1e-5; v2: the outputs) before "
