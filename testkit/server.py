@@ -249,6 +249,18 @@ def start_service(target: str = ".", cwd: Path = REPO, home: str | Path | None =
     return _spawn("service", cmd, Path(cwd), full_env, port or free_port(), logdir or home, cpus)
 
 
+def started_service(**kwargs) -> Server:
+    """start_service(**kwargs), waited for: the ready Server, to stop when done (ServerFailed, the server stopped, if it
+    never is)."""
+    server = start_service(**kwargs)
+    try:
+        server.wait_ready(poll=0.2)
+    except ServerFailed:
+        server.stop()
+        raise
+    return server
+
+
 def start_baseline(workers: int | None = None, env: dict[str, str] | None = None, logdir: Path | None = None) -> Server:
     """uvicorn serving harness.baseline:app with `workers` workers (None: as many as the service's default), access log
     off, on the service's stack (httptools, asyncio's loop)."""

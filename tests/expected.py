@@ -28,3 +28,16 @@ def v2_cases(post, mnist_raw: np.ndarray, readings: list[float], n_images: int =
         found[m.name] = ({"name": "images", "datatype": "FP32", "shape": [n_images, 1, 28, 28],
                           "data": images.ravel().tolist()}, [p for a in answer for p in a["probabilities"]])
     return found
+
+
+def check_v2_output(out: dict, name: str, want: list, raw: bool, rows: int, images: int = 8) -> None:
+    """A client's one output for model `name` (as the testkit/oip scripts report it) against the typed endpoint's answer
+    `want`: tensor name, datatype and shape, raw or typed as expected, values (the digit models' up to rounding: they
+    were batched with other requests)."""
+    assert out["raw"] == raw, out
+    if name in (artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP):
+        assert (out["name"], out["datatype"], out["shape"]) == ("celsius", "FP64", [rows, 1])
+        assert out["data"] == want
+    else:
+        assert (out["name"], out["datatype"], out["shape"]) == ("probabilities", "FP32", [images, 10])
+        np.testing.assert_allclose(out["data"], want, rtol=0, atol=1e-6)

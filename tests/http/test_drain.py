@@ -17,20 +17,14 @@ import pytest
 from harness.drain import EXIT_MARGIN_S, passed, sigterm_under_load
 from service.settings import Settings
 from testkit.driver import go
-from testkit.server import ServerFailed, free_port, start_service
+from testkit.server import free_port, started_service
 
 REPO = Path(__file__).resolve().parents[2]
 DRAIN_S = Settings().drain_s  # the default, as users get it
 
 
 def started(**kwargs):
-    server = start_service(home=tempfile.mkdtemp(prefix="bentoml-home-drain-"), **kwargs)
-    try:
-        server.wait_ready(poll=0.2)
-    except ServerFailed as e:
-        server.stop()
-        pytest.fail(str(e))
-    return server
+    return started_service(home=tempfile.mkdtemp(prefix="bentoml-home-drain-"), **kwargs)
 
 
 def exited_within(server, seconds: float) -> int | None:

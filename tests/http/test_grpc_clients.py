@@ -4,18 +4,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import artifacts
-from expected import v2_cases
+from expected import check_v2_output, v2_cases
 from testkit import clients
 from testkit.server import serving
 
 REPO = Path(__file__).resolve().parents[2]
 
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
-TEMPERATURE = {m.name: choice for choice, m in artifacts.choices(artifacts.TEMPERATURE).items()}
 VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"] for name in artifacts.MODEL_NAMES}
 READINGS = [-1000.0, 21.8, 35.7, 55.9, 81.9, 1000.0]
 TOKEN = "test-token-0123456789abcdef"
@@ -42,13 +40,7 @@ def check(result: dict, name: str, want: list, raw: bool) -> None:
     assert result["ok"], result
     assert (result["model_name"], result["model_version"]) == (name, VERSION[name])
     [out] = result["outputs"]
-    assert out["raw"] == raw
-    if name in TEMPERATURE:
-        assert (out["name"], out["datatype"], out["shape"]) == ("celsius", "FP64", [len(READINGS), 1])
-        assert out["data"] == want
-    else:
-        assert (out["name"], out["datatype"], out["shape"]) == ("probabilities", "FP32", [8, 10])
-        np.testing.assert_allclose(out["data"], want, rtol=0, atol=1e-6)  # batched with others: same up to rounding
+    check_v2_output(out, name, want, raw, len(READINGS))
 
 
 def test_tritonclient_grpc(server, expected, oip_clients):

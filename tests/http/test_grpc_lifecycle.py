@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.settings import Settings
 from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
 from testkit.grpc_load import closed_loop, infer_request
-from testkit.server import ServerFailed, free_port, start_service
+from testkit.server import free_port, started_service
 
 REPO = Path(__file__).resolve().parents[2]
 DRAIN_S = Settings().drain_s
@@ -29,13 +29,7 @@ READINGS = infer_request("temperature-linear", "readings", "FP64", np.array([[35
 
 
 def started(**kwargs):
-    server = start_service(home=tempfile.mkdtemp(prefix="bentoml-home-grpc-"), **kwargs)
-    try:
-        server.wait_ready(poll=0.2)
-    except ServerFailed as e:
-        server.stop()
-        pytest.fail(str(e))
-    return server
+    return started_service(home=tempfile.mkdtemp(prefix="bentoml-home-grpc-"), **kwargs)
 
 
 def health(target: str) -> str:

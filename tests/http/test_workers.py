@@ -11,7 +11,7 @@ import pytest
 from service.cpus import default_workers
 from testkit.driver import Driver, go
 from testkit.payloads import bench_payloads
-from testkit.server import ServerFailed, start_service
+from testkit.server import started_service
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 3  # per endpoint; harness.workers runs 10
@@ -19,13 +19,7 @@ SHARE = 0.35  # the least share of a round's answers each of two workers must gi
 
 
 def started(**kwargs):
-    server = start_service(home=tempfile.mkdtemp(prefix="bentoml-home-workers-"), **kwargs)
-    try:
-        server.wait_ready(poll=0.2)
-    except ServerFailed as e:
-        server.stop()
-        pytest.fail(str(e))
-    return server
+    return started_service(home=tempfile.mkdtemp(prefix="bentoml-home-workers-"), **kwargs)
 
 
 def test_the_default_is_one_worker_per_usable_cpu():
