@@ -14,8 +14,10 @@ import pytest
 from testkit.payloads import png
 
 REPO = Path(__file__).resolve().parents[2]
-# Small limits so that each refusal can be provoked on purpose: one request held at a time, bodies due in 1 s.
-ENV = {"SERVICE_MAX_REQUESTS": "1", "SERVICE_BODY_TIMEOUT_S": "1", "SERVICE_MAX_BODY_BYTES": "100000"}
+# Small limits so that each refusal can be provoked on purpose: one request held at a time, bodies due in 1 s; one
+# worker (the limits are a worker's: with two, the second request could land on the other one).
+ENV = {"SERVICE_MAX_REQUESTS": "1", "SERVICE_BODY_TIMEOUT_S": "1", "SERVICE_MAX_BODY_BYTES": "100000",
+       "BENTOML_CONFIG_OPTIONS": "services.ThermoDigits.workers=1"}
 
 
 @pytest.fixture(scope="module")
