@@ -27,7 +27,7 @@ def measure(start, payloads: dict[str, Payload], trials: int) -> list[dict]:
     for _ in range(trials):
         server = start()
         try:
-            ready = server.wait_ready()
+            ready = server.wait_ready(every_worker=False)  # what a readiness probe sees first
             first = first_requests(server, payloads)
         finally:
             server.stop()

@@ -151,8 +151,9 @@ class Server:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 120, poll: float = 0.02) -> float:
-        """Seconds from process start until GET /readyz answered 200 (polled every `poll` s); ServerFailed if never.
+    def wait_ready(self, timeout: float = 120, poll: float = 0.02, every_worker: bool = True) -> float:
+        """Seconds from process start until GET /readyz answered 200 (polled every `poll` s) and, for the service with
+        `every_worker`, every worker listens; ServerFailed if never.
 
         A server that lost its port to another process between free_port() and its bind (BentoML's supervisor
         picks its own ports the same way) is started again on another port, up to PORT_RETRIES times."""
@@ -171,7 +172,29 @@ class Server:
             if self.proc.poll() is not None or time.perf_counter() > deadline:
                 raise ServerFailed(f"{self.name} ({' '.join(self.proc.args)}) did not become ready:\n{self.log()[-4000:]}")
             time.sleep(poll)
+        if every_worker and self.name == "service":
+            self.wait_listening(deadline, poll)
         return time.perf_counter() - self.started
+
+    def wait_listening(self, deadline: float, poll: float = 0.02) -> None:
+        """Return once every worker listens on the HTTP port and the gRPC port (if any): until then /readyz may have
+        been answered by the first worker up, and new connections all go to it. ServerFailed at `deadline`."""
+        ports = {self.port, self.grpc_port} - {0}
+        while True:
+            workers = self.workers()
+            if workers and all(ports <= self.listening(w) for w in workers):
+                return
+            if self.proc.poll() is not None or time.perf_counter() > deadline:
+                raise ServerFailed(f"{self.name}: not every worker of {len(workers)} listens on {sorted(ports)}:\n"
+                                   f"{self.log()[-4000:]}")
+            time.sleep(poll)
+
+    @staticmethod
+    def listening(process: psutil.Process) -> set[int]:
+        """The TCP ports `process` listens on."""
+        with contextlib.suppress(psutil.Error):
+            return {c.laddr.port for c in process.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        return set()
 
     def wait_idle(self, timeout: float = 15, window: float = 0.2, busy_fraction: float = 0.05) -> None:
         """Return once the tree used under `busy_fraction` of a core for `window` s: what a previous run queued is done."""
