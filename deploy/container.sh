@@ -6,7 +6,8 @@
 #   2. builds the base image BentoML's Dockerfile names (python:3.11-slim) locally from Debian
 #      bookworm (deploy/base-image.sh), cached in buildah's storage;
 #   3. `bentoml build` in a throw-away BENTOML_HOME, then builds BentoML's generated Dockerfile
-#      with `buildah bud`, minus the compilers it would install and with a numeric USER (default),
+#      with `buildah bud`, minus the compilers it would install, with a numeric USER and the gRPC
+#      port declared (default),
 #      or runs the unmodified `bentoml containerize --backend buildah` (--stock);
 #   4. runs the image the way deploy/k8s/deployment.yaml does, as far as buildah's chroot isolation
 #      allows (see step 4 below), waits for /readyz and checks a temperature and four digit
@@ -41,10 +42,10 @@ Usage: deploy/container.sh [options]
 Builds the Bento (bentofile.yaml) into an OCI image with buildah, then serves it and checks
 /readyz, /temperature, /digit and /digit/image, and gRPC health and inference.  Needs root; no Docker engine.
 By default BentoML's generated Dockerfile is built without its 'build-essential git' packages
-(every serving dependency is a binary wheel): about 350 MB smaller than with --stock; and its USER
-is made numeric (uid:gid), as Kubernetes' runAsNonRoot needs.  The smoke test runs the image as
-deploy/k8s/deployment.yaml does: its user, env, args and volumes, a read-only root filesystem,
-no capabilities, no_new_privs.
+(every serving dependency is a binary wheel): about 350 MB smaller than with --stock; its USER
+is made numeric (uid:gid), as Kubernetes' runAsNonRoot needs, and it declares the gRPC port
+(EXPOSE).  The smoke test runs the image as deploy/k8s/deployment.yaml does: its user, env,
+args and volumes, a read-only root filesystem, no capabilities, no_new_privs.
 
   --port N            port the smoke test serves on, on 127.0.0.1 (default $PORT)
   --grpc-port N       port the smoke test serves gRPC on (SERVICE_GRPC_PORT; default $GRPC_PORT)
@@ -343,6 +344,11 @@ EOF
     grep -q '^USER bentoml$' "$dockerfile" || die "unexpected Dockerfile: no 'USER bentoml' line"
     # shellcheck disable=SC2016  # the Dockerfile's own ARGs, expanded by buildah
     sed -i 's/^USER bentoml$/USER $BENTO_USER_UID:$BENTO_USER_GID/' "$dockerfile"
+    # The service's gRPC port declared beside BentoML's 3000 (bentoml containerize has no way to).
+    IMAGE_GRPC_PORT=$(cd "$REPO_ROOT" && "$(dirname "$BENTOML")/python" -c \
+        'from service.settings import Settings; print(Settings().grpc_port)')
+    grep -q '^EXPOSE 3000$' "$dockerfile" || die "unexpected Dockerfile: no 'EXPOSE 3000' line"
+    sed -i "s/^EXPOSE 3000\$/EXPOSE 3000 $IMAGE_GRPC_PORT/" "$dockerfile"
     log "buildah bud (Dockerfile without build-essential git) -t $TAG (takes a minute or more)"
     buildah bud --isolation chroot --format oci -f "$dockerfile" -t "$TAG" "$WORK/context" \
         >"$WORK/containerize.log" 2>&1 \
@@ -364,6 +370,9 @@ if [[ $STOCK -eq 0 ]]; then
     [[ $image_user == "$POD_UID:$POD_GID" ]] \
         || die "image USER is '$image_user'; deploy/k8s/deployment.yaml runs $POD_UID:$POD_GID"
     log "image USER $image_user, the uid:gid deploy/k8s/deployment.yaml runs"
+    exposed=$(buildah inspect --type image --format '{{.OCIv1.Config.ExposedPorts}}' "$IMAGE")
+    [[ $exposed == *"$IMAGE_GRPC_PORT/tcp"* ]] || die "image exposes $exposed, not the gRPC port $IMAGE_GRPC_PORT"
+    log "image exposes $exposed"
 else
     log "--stock: image USER is '$image_user'; the pod's runAsUser $POD_UID decides"
 fi
