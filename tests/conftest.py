@@ -1,7 +1,8 @@
-"""Shared test setup: a throw-away BentoML home (set before bentoml is imported) and the MNIST data root."""
+"""Shared test setup: one temporary folder for the session, a throw-away BentoML home (set before bentoml is imported) and the MNIST data root."""
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,16 @@ import numpy as np
 import pytest
 
 from testkit.payloads import mnist_root, mnist_test
+
+# Every temporary folder this process makes (model stores of about 50 MB each, logs) lies in one, removed when the
+# session ends: a run of the suite starts some 50 servers with fresh model stores, and repeated runs filled a disk.
+SESSION_TMP = tempfile.mkdtemp(prefix="thermodigits-tests-")
+tempfile.tempdir = SESSION_TMP
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
 
 # Tests never touch ~/bentoml: every run gets an empty model store, like a fresh machine.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-")
