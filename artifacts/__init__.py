@@ -1,10 +1,18 @@
-"""The one contract between training and serving: a model folder (files + metadata.json), its tensor spec, and its BentoML store entries.
+"""The one contract between training and serving: a model version (files + metadata.json), its tensor spec, where versions live (a folder, the BentoML model store), and what serves (artifacts.serving).
 
-A model folder ``models/<name>/`` holds ``model.pt`` (TorchScript), ``model.onnx`` (ONNX, weights
-embedded) and ``metadata.json``.  ``metadata["files"]`` maps each model file to its sha256, and the
-model's version is derived from those checksums, so identical files always get the identical version.
-``metadata["inputs"]`` and ``["outputs"]`` each hold one tensor spec (name, dtype, shape with -1 for
-the batch): the service refuses to start when a model's spec is not what its endpoint feeds it.
+A version folder holds ``model.pt`` (TorchScript), ``model.onnx`` (ONNX, weights embedded) and
+``metadata.json``.  ``metadata["files"]`` maps each model file to its sha256, and the model's version is
+derived from those checksums, so identical files always get the identical version (a retrain that gives
+the same files is the same version). ``metadata["inputs"]`` and ``["outputs"]`` each hold one tensor spec
+(name, dtype, shape with -1 for the batch): the service refuses a version whose spec is not what its
+endpoint feeds it. ``metadata.json`` also holds the version's record (command, recipe, seed, git commit,
+data checksums, validation and test metrics, parity) and its reference for monitoring
+(artifacts.reference); neither enters the version, which names the model's function: its files.
+
+Versions live side by side, never replacing one another: in the BentoML model store (``bentoml models
+list``; what ``bentoml build`` and the image carry), and, for the versions committed to git, in
+``models/<name>/<version>/``. Training publishes each export to the store (``publish``) and never changes
+what serves: that is the serving file's (artifacts.serving), changed by ``python -m training promote``.
 
 ``MODELS`` is the one registry of served models: each entry names a model folder, the ``Task`` it
 performs (its tensors and the most rows one request may carry: the same for every model of the task),
@@ -13,10 +21,11 @@ whether concurrent requests share its calls. Adding a model is adding an entry; 
 ``models/<name>/`` with the task's tensor spec, and the service derives its store entries, endpoint
 choices, spec checks, v2 limits and batchers from the registry.
 
-Training writes folders (and never touches the model store); the service registers each folder it
-serves in the BentoML store, one entry per backend holding only that backend's file
-(``mnist-fc-onnx:<version>``: ``model.onnx`` and ``metadata.json``), so that a Bento or image
-carries only what it loads. Registering is idempotent.
+The store holds one entry per version and backend, holding only that backend's file
+(``mnist-fc-onnx:<version>``: ``model.onnx`` and ``metadata.json``), so that a Bento or image carries only
+what it loads. The service finds each version it serves in the store, importing it first from
+``models/<name>/<version>/`` when the store lacks it (a fresh clone, a fresh ``BENTOML_HOME``). Registering
+is idempotent.
 
 This module imports neither torch nor anything HTTP.
 """
@@ -209,12 +218,67 @@ def model_id(metadata: dict[str, Any]) -> str:
     return f"{metadata['name']}:{metadata['version']}"
 
 
-def store_tag(model_dir: Path, backend: str) -> str:
-    """The BentoML tag ``<name>-<backend>:<version>`` of a model folder's store entry for one backend."""
+def version_dir(name: str, version: str, root: Path = MODELS_DIR) -> Path:
+    """Where a version's folder lies under `root` (models/: the versions committed to git)."""
+    return Path(root) / name / version
+
+
+def folder_versions(name: str, root: Path = MODELS_DIR) -> list[str]:
+    """The versions of `name` that have a folder under `root`."""
+    base = Path(root) / name
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / METADATA_FILE).is_file())
+
+
+def tag(name: str, version: str, backend: str) -> str:
+    """The BentoML tag ``<name>-<backend>:<version>`` of a version's store entry for one backend."""
     if backend not in FILES:
         raise ValueError(f"unknown backend {backend!r}")
+    return f"{name}-{backend}:{version}"
+
+
+def store_tag(model_dir: Path, backend: str) -> str:
+    """The BentoML tag of a model folder's store entry for one backend."""
     metadata = read_metadata(model_dir)
-    return f"{metadata['name']}-{backend}:{metadata['version']}"
+    return tag(metadata["name"], metadata["version"], backend)
+
+
+def store_versions(name: str, backend: str | None = None) -> list[str]:
+    """The versions of `name` in the BentoML model store (for one backend, or any)."""
+    import bentoml
+
+    backends = [backend] if backend else list(FILES)
+    found = set()
+    for b in backends:
+        found.update(str(m.tag.version) for m in bentoml.models.list(f"{name}-{b}"))
+    return sorted(found)
+
+
+def locate(name: str, version: str, backend: str, root: Path = MODELS_DIR) -> Path:
+    """The store entry holding `backend`'s file of the version (imported first from its folder under `root` when the
+    store lacks it); ArtifactError naming both places when neither has it."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return Path(bentoml.models.get(tag(name, version, backend)).path)
+    except NotFound:
+        pass
+    folder = version_dir(name, version, root)
+    if not (folder / FILES[backend]).is_file():
+        known = sorted(set(folder_versions(name, root)) | set(store_versions(name, backend)))
+        raise ArtifactError(f"no version {version} of {name} with a {FILES[backend]}: neither the BentoML model store "
+                            f"({tag(name, version, backend)}) nor {folder} has it; the versions here are "
+                            f"{', '.join(known) or 'none'}")
+    register(folder, backend)
+    return Path(bentoml.models.get(tag(name, version, backend)).path)
+
+
+def publish(model_dir: Path) -> list[str]:
+    """Import a verified version folder into the BentoML store, one entry per backend file it has (idempotent): the
+    tags."""
+    return [register(model_dir, backend) for backend, filename in FILES.items() if (Path(model_dir) / filename).is_file()]
 
 
 def register(model_dir: Path, backend: str) -> str:
@@ -244,9 +308,4 @@ def store_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: metadata[k] for k in keep if k in metadata}))
 
 
-def ensure_registered(backend: str, models_dir: Path = MODELS_DIR) -> list[str]:
-    """Register every committed model folder the store lacks for `backend` (a fresh BENTOML_HOME serves too)."""
-    if not Path(models_dir).is_dir():
-        return []
-    return [register(models_dir / name, backend) for name in MODEL_NAMES
-            if (models_dir / name / FILES[backend]).is_file()]
+from artifacts import serving  # noqa: E402, F401  (what serves; it reads the registry above)

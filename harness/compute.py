@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+import artifacts
 import numpy as np
 
 from testkit.payloads import mnist_test
 from service.inference import runtime
 from service.settings import Settings
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "mnist-fc"
+MODEL = artifacts.serving.default_dir(artifacts.MNIST)
 
 
 def images_per_s(batch: int, threads: int, seconds: float = 2.0) -> float:

@@ -95,7 +95,7 @@ def _is_positive(case) -> bool:
 
 
 V2_INFER = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-V2_MODELS = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name) for name in artifacts.MODEL_NAMES}
+V2_MODELS = {name: artifacts.read_metadata(artifacts.serving.default_dir(name)) for name in artifacts.MODEL_NAMES}
 V2_DATATYPES = {"float32": "FP32", "float64": "FP64"}
 V2_DROP = {"binary_data_size", "classification", "shared_memory_region", "shared_memory_byte_size",
            "shared_memory_offset"}  # binary data needs a binary body; the rest are refused by design

@@ -1,115 +1,148 @@
-"""The BentoML service: thermometer readings -> degrees Celsius, and 28x28 digit images -> digit."""
+"""The BentoML service: thermometer readings -> degrees Celsius, and 28x28 digit images -> digit; every endpoint predicts through the data plane (service/core/plane.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+from pathlib import Path
+
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument
+from bentoml.exceptions import InvalidArgument, NotFound
 from starlette.applications import Starlette
 
 import artifacts
-from service import upstream
+import artifacts.serving
+from service import metrics, upstream
 from service.api import routes
-from service.api.admission import Admission
-from service.api.auth import BearerAuth, Tokens
+from service.api.access import BearerAuth
 from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.api.schemas import (
     DEFAULT_DIGIT_MODEL, DEFAULT_TEMPERATURE_MODEL, DigitImagePrediction, DigitModel, DigitPrediction, DigitRequest,
     DigitsRequest, TemperatureRequest, TemperatureResponse, Upload, to_batch,
 )
+from service.core.admission import Admission
+from service.core.auth import Access
+from service.core.errors import Kind, ServingError
+from service.core.plane import DataPlane
 from service.cpus import default_workers
-from service.inference import images
-from service.inference import models
-from service.inference.models import Models
+from service.inference import images, runtime
 from service.lifecycle import Drain
+from service.replica import Replica
+from service.repository import Repository
 from service.settings import Settings
 from service.v2 import grpc_service
 
 SETTINGS = Settings.from_env()
-artifacts.ensure_registered(SETTINGS.backend)  # a fresh BENTOML_HOME serves the committed models/ folders
-TAGS = {m.name: artifacts.store_tag(artifacts.MODELS_DIR / m.name, SETTINGS.backend) for m in artifacts.MODELS}
-# Here, in `bentoml serve`'s own process: a bad model or device stops it, rather than a worker failing forever.
-models.check({name: bentoml.models.get(tag).path for name, tag in TAGS.items()}, SETTINGS)
+SERVING_FILE = Path(SETTINGS.serving_file) if SETTINGS.serving_file else artifacts.serving.SERVING_FILE
+SERVING = artifacts.serving.read(SERVING_FILE)  # a bad serving file stops the start here, with its message
+# Here, in `bentoml serve`'s own process: every version served is in the store (imported from models/ if need be),
+# its file and spec checked, the device usable; a bad one stops the start rather than failing workers forever.
+PATHS = {(name, v): artifacts.locate(name, v, SETTINGS.backend) for name, entry in SERVING.models.items()
+         for v in entry.served()}
+runtime.check(PATHS, SETTINGS)
+REPLICA, MADE_HERE = Replica.for_process(SERVING, SERVING.digest())  # the workers' shared state: made here, inherited
+if MADE_HERE:
+    atexit.register(REPLICA.remove)
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
                       SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
-TOKENS = Tokens.from_settings(SETTINGS)  # None: no token needed; a bad token source stops the start here
+ACCESS = Access.from_settings(SETTINGS)  # a bad token source stops the start here
 DRAIN = Drain(SETTINGS.drain_s)  # this worker's, begun by SIGTERM (service/upstream/server.py)
 TIMEOUT_S = 30  # traffic.timeout: 504 (HTTP) or DEADLINE_EXCEEDED (gRPC) when no answer has started by then
-
-
-def loaded_models() -> Models | None:
-    """This worker's models, once its service instance has loaded them."""
-    try:
-        return bentoml.get_current_service().models
-    except (BentoMLException, AttributeError):
-        return None
-
-
-# The v2 protocol over gRPC, beside HTTP in every worker (SERVICE_GRPC_PORT; 0: none).
-GRPC = grpc_service.Beside(SETTINGS.grpc_port, ADMISSION, TOKENS, DRAIN, SETTINGS, TIMEOUT_S, loaded_models)
+PLANE = DataPlane(background=ADMISSION.background, ready=lambda: not DRAIN.draining,
+                  on_request=metrics.on_request, on_shadow=metrics.on_shadow)
+CORE = grpc_service.Core(PLANE, ADMISSION, ACCESS, DRAIN, TIMEOUT_S, grpc_service.record)
+GRPC = grpc_service.Beside(SETTINGS.grpc_port, lambda: CORE, SETTINGS.max_body_bytes)  # v2 over gRPC in every worker
 
 
 def with_models(cls: type) -> type:
-    """One BentoModel class attribute per registry entry, pinned to the committed version (so `bentoml build` carries it)."""
-    for name, tag in TAGS.items():
-        setattr(cls, name, bentoml.models.BentoModel(tag))
+    """One BentoModel class attribute per version served (so that `bentoml build` carries exactly those)."""
+    for name, version in PATHS:
+        attribute = f"{name}_{version}".replace("-", "_")
+        setattr(cls, attribute, bentoml.models.BentoModel(artifacts.tag(name, version, SETTINGS.backend)))
     return cls
 
 
-@bentoml.asgi_app(Starlette(routes=routes.ROUTES))  # /, /docs, /metadata, /v2/...
+def refuse(error: ServingError) -> Exception:
+    """A ServingError as the BentoML exception that answers its status from a typed endpoint."""
+    return (NotFound if error.kind is Kind.NOT_FOUND else InvalidArgument)(str(error))
+
+
+@bentoml.asgi_app(Starlette(routes=routes.make(lambda: ThermoDigits.openapi_spec.asdict())))
 # One worker per usable CPU unless BentoML's services.ThermoDigits.workers says otherwise (docs/configuration.md).
 @bentoml.service(workers=default_workers(), traffic={"timeout": TIMEOUT_S})
 @with_models
 class ThermoDigits:
     def __init__(self) -> None:
-        self.models = Models({m.name: getattr(self, m.name).path for m in artifacts.MODELS}, SETTINGS)
+        self.plane = PLANE
+        device = runtime.select_device(SETTINGS.backend, SETTINGS.device)
+        self.repository = CORE.repository = Repository(PLANE, REPLICA, SETTINGS, device, SERVING_FILE,
+                                                       observers=[metrics.on_batch])
+        self.repository.start()
         upstream.after_load()
+
+    @bentoml.on_startup
+    async def follow_model_changes(self) -> None:
+        """Follow the replica's model state and the serving file on this worker's event loop."""
+        self.watcher = asyncio.get_running_loop().create_task(self.repository.watch())
 
     async def __is_ready__(self) -> bool:
         """BentoML's readiness hook (/readyz 503 when false): false from SIGTERM on, while the worker drains."""
         return not DRAIN.draining
 
+    async def _predict(self, model: str, version: str | None, x: np.ndarray, ctx: bentoml.Context | None):
+        key = ctx.request.headers.get("x-routing-key") if ctx is not None else None  # None: called in process
+        try:
+            return await PLANE.predict(model, version, x, key)
+        except ServingError as e:
+            raise refuse(e) from None
+
     @bentoml.api(route="/temperature", input_spec=TemperatureRequest)
-    async def temperature(self, readings: list[float], model: str = DEFAULT_TEMPERATURE_MODEL) -> TemperatureResponse:
+    async def temperature(self, readings: list[float], model: str = DEFAULT_TEMPERATURE_MODEL,
+                          version: str | None = None, ctx: bentoml.Context = None) -> TemperatureResponse:
         """Convert raw thermometer readings (unknown unit) to degrees Celsius."""
-        m = self.models.chosen(artifacts.TEMPERATURE, model)
-        celsius = await self.models.predict(m.name, np.asarray(readings, dtype=np.float64).reshape(-1, 1))
-        return TemperatureResponse(celsius=celsius[:, 0].tolist(), model=m.name, version=m.version)
+        name = artifacts.choices(artifacts.TEMPERATURE)[model].name
+        answered, celsius = await self._predict(name, version, np.asarray(readings, np.float64).reshape(-1, 1), ctx)
+        return TemperatureResponse(celsius=celsius[:, 0].tolist(), model=answered.name, version=answered.version)
 
     @bentoml.api(route="/digit", input_spec=DigitRequest)
-    async def digit(self, pixels: list, max_value: float = 255, model: str = DEFAULT_DIGIT_MODEL) -> DigitPrediction:
+    async def digit(self, pixels: list, max_value: float = 255, model: str = DEFAULT_DIGIT_MODEL,
+                    version: str | None = None, ctx: bentoml.Context = None) -> DigitPrediction:
         """Classify one 28x28 image sent as JSON pixels (white digit on black, 0..max_value)."""
-        return (await self._classify(to_batch([pixels], max_value), model))[0]
+        return (await self._classify(to_batch([pixels], max_value), model, version, ctx))[0]
 
     @bentoml.api(route="/digits", input_spec=DigitsRequest)
-    async def digits(self, images: list, max_value: float = 255,
-                     model: str = DEFAULT_DIGIT_MODEL) -> list[DigitPrediction]:
+    async def digits(self, images: list, max_value: float = 255, model: str = DEFAULT_DIGIT_MODEL,
+                     version: str | None = None, ctx: bentoml.Context = None) -> list[DigitPrediction]:
         """Classify up to 1,024 images in one call; results come back in request order."""
-        return await self._classify(to_batch(images, max_value), model)
+        return await self._classify(to_batch(images, max_value), model, version, ctx)
 
     @bentoml.api(route="/digit/image")
-    async def digit_image(self, image: Upload, model: DigitModel = DEFAULT_DIGIT_MODEL) -> DigitImagePrediction:
-        """Classify an uploaded PNG/JPEG/BMP/GIF/WebP (multipart field `image`; optional field `model`), preprocessed like MNIST."""
+    async def digit_image(self, image: Upload, model: DigitModel = DEFAULT_DIGIT_MODEL, version: str | None = None,
+                          ctx: bentoml.Context = None) -> DigitImagePrediction:
+        """Classify an uploaded PNG/JPEG/BMP/GIF/WebP (multipart field `image`; optional fields `model` and `version`), preprocessed like MNIST."""
         try:  # on the event loop: in a thread it fought the loop for the GIL
             pixels = images.preprocess(image.data)
         except images.ImageError as e:
             raise InvalidArgument(str(e)) from None
-        prediction = (await self._classify(to_batch([pixels], 255), model))[0]
+        prediction = (await self._classify(to_batch([pixels], 255), model, version, ctx))[0]
         return DigitImagePrediction(**prediction.model_dump(), pixels=pixels.tolist())
 
-    async def _classify(self, batch: np.ndarray, model: str) -> list[DigitPrediction]:
-        m = self.models.chosen(artifacts.DIGITS, model)
-        probabilities = await self.models.predict(m.name, batch)
+    async def _classify(self, batch: np.ndarray, model: str, version: str | None,
+                        ctx: bentoml.Context | None) -> list[DigitPrediction]:
+        name = artifacts.choices(artifacts.DIGITS)[model].name
+        answered, probabilities = await self._predict(name, version, batch, ctx)
         return [DigitPrediction(digit=int(p.argmax()), confidence=float(p.max()), probabilities=p.tolist(),
-                                model=m.name, version=m.version)
+                                model=answered.name, version=answered.version)
                 for p in probabilities]
 
 
-upstream.install(ThermoDigits, ADMISSION, TOKENS, SETTINGS, DRAIN, (GRPC,) if SETTINGS.grpc_port else ())  # service/upstream: every patch of upstream internals
+# service/upstream: every patch of upstream internals
+upstream.install(ThermoDigits, ADMISSION, ACCESS, SETTINGS, DRAIN, (GRPC,) if SETTINGS.grpc_port else (), TIMEOUT_S)
 # Outermost first; BentoML's metrics and access log wrap them, so every refusal is counted and logged.
 ThermoDigits.add_asgi_middleware(ErrorShape)
-ThermoDigits.add_asgi_middleware(BearerAuth, tokens=TOKENS)
+ThermoDigits.add_asgi_middleware(BearerAuth, access=ACCESS)
 ThermoDigits.add_asgi_middleware(Guard, admission=ADMISSION, accepts=routes.accepts,
                                  max_body_bytes=SETTINGS.max_body_bytes, body_timeout=SETTINGS.body_timeout_s,
                                  timeout=None)  # traffic.timeout, handed over when the app is built (upstream)

@@ -12,9 +12,10 @@ DEVICES = ("auto", "cpu", "cuda")
 MiB = 1024 * 1024
 
 
-def _env(name: str, help: str, secret: bool = False, **kwargs):
-    """A setting read from `name`; a `secret` one keeps its case and is never shown (repr, reports)."""
-    return field(metadata={"env": name, "help": help, "secret": secret}, repr=not secret, **kwargs)
+def _env(name: str, help: str, secret: bool = False, path: bool = False, **kwargs):
+    """A setting read from `name`; a `secret` one keeps its case and is never shown (repr, reports); a `path` keeps
+    its case."""
+    return field(metadata={"env": name, "help": help, "secret": secret, "path": path}, repr=not secret, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Settings:
     drain_s: float = _env("SERVICE_DRAIN_S", "after SIGTERM, seconds a worker keeps accepting and answering "
                           "(/readyz 503, every answer Connection: close) before it stops accepting; longer than a "
                           "load balancer takes to stop sending (docs/deploy.md)", default=5.0)
+    serving_file: str = _env("SERVICE_SERVING_FILE", "the serving file: which version of each model serves, and its "
+                             "canary and shadow (default: models/serving.json); re-read when it changes",
+                             path=True, default="")
     grpc_port: int = _env("SERVICE_GRPC_PORT", "port of the Open Inference Protocol's gRPC service, on the HTTP "
                           "server's host, served by every worker; 0 = no gRPC", default=8001)
     api_tokens: str = _env("SERVICE_API_TOKENS", "bearer tokens, separated by commas: when set, every route but "
@@ -56,6 +60,12 @@ class Settings:
                            secret=True, default="")
     api_tokens_file: str = _env("SERVICE_API_TOKENS_FILE", "a file of bearer tokens, one per line (a mounted secret); "
                                 "instead of SERVICE_API_TOKENS", secret=True, default="")
+    admin_tokens: str = _env("SERVICE_ADMIN_TOKENS", "bearer tokens for model changes (the v2 model repository: index, "
+                             "load, unload), separated by commas; unset: model changes answer 403. A prediction "
+                             "token does not grant them; an admin token grants predictions too", secret=True,
+                             default="")
+    admin_tokens_file: str = _env("SERVICE_ADMIN_TOKENS_FILE", "a file of admin tokens, one per line; instead of "
+                                  "SERVICE_ADMIN_TOKENS", secret=True, default="")
     skip_patches: str = _env("SERVICE_SKIP_PATCHES", "comma-separated performance patches of upstream internals "
                              "to leave out, for A/B measurement only (service/upstream)", default="")
 
@@ -70,7 +80,8 @@ class Settings:
             kind = type(f.default)
             try:
                 if kind is str:
-                    values[f.name] = raw.strip() if f.metadata["secret"] else raw.strip().lower()
+                    keep = f.metadata["secret"] or f.metadata["path"]
+                    values[f.name] = raw.strip() if keep else raw.strip().lower()
                 else:
                     values[f.name] = kind(raw)
             except ValueError:

@@ -1,8 +1,9 @@
 """The service's own web page: GET / (service/web/index.html), its assets under /web/, and GET /docs (Swagger UI).
 
 Nothing served here makes a request to another origin, and the Content-Security-Policy header tells
-the browser to refuse any that would (BentoML's own index page loads Google Tag Manager: /docs serves
-it without, service/upstream/swagger.py). The browser test records every request to check it.
+the browser to refuse any that would (BentoML's own index page loads Google Tag Manager: /docs is a page of
+this service's, service/web/docs.html, with Swagger UI's files from BentoML's /static_content/). The browser
+test records every request to check it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from service.upstream import swagger
-
 WEB = Path(__file__).with_name("web")
 # no-cache = revalidate every time (a cheap 304 thanks to the ETag): a redeploy is seen at once,
 # never an old app.js with a new index.html.
@@ -27,8 +26,6 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 # Swagger UI (React) sets inline styles and uses data: images in its CSS.
 DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-# Our initializer turns Swagger UI's validator badge off (it would send the spec's URL to validator.swagger.io).
-SWAGGER_PAGE = swagger.page(initializer="/web/swagger-init.js")
 
 
 class Assets(StaticFiles):
@@ -48,18 +45,19 @@ def _headers(csp: str) -> dict[str, str]:
     return {"cache-control": CACHE, "content-security-policy": csp, "x-content-type-options": "nosniff"}
 
 
-async def index(request: Request) -> Response:
-    """GET /: the drawing and thermometer page."""
-    try:
-        page = (WEB / "index.html").read_bytes()
-    except FileNotFoundError:  # a build that left service/web/ out must still serve the API
-        return JSONResponse({"error": "the web page is not part of this build (service/web/ is missing)"}, 404)
-    return HTMLResponse(page, headers=_headers(PAGE_CSP))
+def page(name: str, csp: str):
+    """GET of service/web/`name` with its Content-Security-Policy."""
+    async def endpoint(request: Request) -> Response:
+        try:
+            html = (WEB / name).read_bytes()
+        except FileNotFoundError:  # a build that left service/web/ out must still serve the API
+            return JSONResponse({"error": "the web page is not part of this build (service/web/ is missing)"}, 404)
+        return HTMLResponse(html, headers=_headers(csp))
+    return endpoint
 
 
-async def docs(request: Request) -> Response:
-    """GET /docs: Swagger UI for /docs.json, without Google Tag Manager."""
-    return HTMLResponse(SWAGGER_PAGE, headers=_headers(DOCS_CSP))
+index = page("index.html", PAGE_CSP)  # the drawing and thermometer page
+docs = page("docs.html", DOCS_CSP)  # Swagger UI for /docs.json; its initializer turns the validator badge off
 
 
 ROUTES = [

@@ -1,4 +1,4 @@
-"""service/v2/grpc_service.py's server started in this process for tests, on an asyncio event loop in a thread of its own (``EventLoop``, ``running``), with what it observed recorded."""
+"""service/v2/grpc_service.py's server started in this process for tests, on an asyncio event loop in a thread of its own (``EventLoop``, ``running``), with what it observed recorded; ``committed_plane`` is a data plane serving the committed default versions, loaded from models/ without a model store."""
 
 from __future__ import annotations
 
@@ -8,10 +8,27 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterator
 
-from service.api.admission import Admission
+import artifacts
+from service.core.admission import Admission
+from service.core.auth import Access
+from service.core.plane import DataPlane
+from service.core.routing import Route
+from service.inference import versions
 from service.lifecycle import Drain
 from service.settings import Settings
 from service.v2 import grpc_service
+
+
+def committed_plane(settings: Settings | None = None, **kwargs: Any) -> DataPlane:
+    """A DataPlane (made with `kwargs`) serving each model's default version of models/serving.json, from models/."""
+    settings = settings or Settings()
+    plane = DataPlane(**kwargs)
+    routes = {}
+    for name, entry in artifacts.serving.read().models.items():
+        version = versions.load(artifacts.model(name), artifacts.version_dir(name, entry.default), settings, "cpu")
+        routes[name] = Route(name, version, {version.version: version})
+    plane.routes = routes
+    return plane
 
 
 class EventLoop:
@@ -52,13 +69,15 @@ def admission_for(settings: Settings) -> Admission:
 
 
 @contextlib.contextmanager
-def running(loop: EventLoop, models: Any, settings: Settings | None = None, admission: Admission | None = None,
-            tokens: Any = None, drain: Drain | None = None, deadline_s: float = 30.0, port: int = 0) -> Iterator[Running]:
+def running(loop: EventLoop, plane: DataPlane, settings: Settings | None = None, admission: Admission | None = None,
+            access: Access | None = None, drain: Drain | None = None, deadline_s: float = 30.0, port: int = 0,
+            repository: Any = None) -> Iterator[Running]:
     """The server on `port` of 127.0.0.1 (0: a free one) until the block ends (then stopped with no grace)."""
     settings = settings or Settings()
     state = Running(0, admission or admission_for(settings), drain or Drain(settings.drain_s), settings)
-    server = loop.run(grpc_service.start(models, state.admission, tokens, state.drain, settings, "127.0.0.1", port,
-                                         lambda *seen: state.observed.append(seen), deadline_s))
+    core = grpc_service.Core(plane, state.admission, access or Access(None), state.drain, deadline_s,
+                             lambda *seen: state.observed.append(seen), repository)
+    server = loop.run(grpc_service.start(core, "127.0.0.1", port, settings.max_body_bytes))
     state.port = server.port
     try:
         yield state

@@ -4,7 +4,7 @@ import numpy as np
 
 import artifacts
 
-LINEAR = artifacts.read_metadata(artifacts.MODELS_DIR / artifacts.TEMPERATURE_LINEAR)
+LINEAR = artifacts.read_metadata(artifacts.serving.default_dir(artifacts.TEMPERATURE_LINEAR))
 T_U, T_C = LINEAR["data"]["t_u"], LINEAR["data"]["t_c"]
 SLOPE, INTERCEPT = (float(v) for v in np.polyfit(T_U, T_C, 1))  # least squares, in the thermometer's own unit
 

@@ -38,8 +38,9 @@ def tensors(specs: list[dict], batching: bool) -> list[Tensor]:
 
 def bind(triton: Triton, name: str, config: ModelConfig) -> None:
     """Bind model folder `name` under its own name: one ONNX Runtime session behind one callable."""
-    meta = json.loads((MODELS / name / "metadata.json").read_text())
-    session = ort.InferenceSession(str(MODELS / name / "model.onnx"))
+    folder = MODELS / name / json.loads((MODELS / "serving.json").read_text())["models"][name]["default"]
+    meta = json.loads((folder / "metadata.json").read_text())
+    session = ort.InferenceSession(str(folder / "model.onnx"))
     (inp,), (out,) = meta["inputs"], meta["outputs"]
 
     @batch

@@ -19,7 +19,7 @@ from service.settings import Settings
 @bentoml.service(traffic={"timeout": 30})
 class BatchableDigits:
     def __init__(self) -> None:
-        self.mnist = runtime.load(artifacts.MODELS_DIR / artifacts.MNIST, Settings(), "cpu")
+        self.mnist = runtime.load(artifacts.serving.default_dir(artifacts.MNIST), Settings(), "cpu")
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=20)
     def classify(self, images: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""The one shape of every error answer, ``{"error": "<one sentence>", "detail": [<pydantic errors>]?}``, and everything that writes it.
+"""The one shape of every HTTP error answer, ``{"error": "<one sentence>", "detail": [<pydantic errors>]?}``, and everything that writes it.
 
 BentoML answers its own errors in several shapes (a pydantic error object, a one-element list for
 raised BentoML exceptions, plain text for 404/405); ``ErrorShape`` rewrites them all. Our own code
-answers through ``error_body`` (raw bytes: service/upstream/door.py), ``respond`` (ASGI: the guard)
-or ``error_response`` (Starlette routes: /metadata, the v2 protocol).
+answers a ``ServingError`` (service/core/errors.py: its status and headers from the one table) through
+``error_body`` (raw bytes: service/upstream/door.py), ``respond`` (ASGI: the guard) or ``error_response``
+(Starlette routes: /metadata, the v2 protocol).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from typing import Any, Awaitable, Callable
 
 from starlette.responses import Response
+
+from service.core.errors import ServingError
 
 Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -54,21 +57,21 @@ def error_body(error: str, detail: list | None = None) -> bytes:
     return json.dumps(body).encode()
 
 
-def error_response(status: int, error: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(error: ServingError) -> Response:
     """The error shape as a Starlette response."""
-    return Response(error_body(error), status_code=status, media_type=JSON, headers=headers)
+    return Response(error_body(str(error)), status_code=error.status, media_type=JSON, headers=dict(error.headers))
 
 
-async def respond(send: Send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
-                  close: bool = False) -> None:
+async def respond(send: Send, error: ServingError, close: bool = False) -> None:
     """Answer an ASGI request with the error shape; `close` the connection when its client is still sending a body we refuse to read.
 
     Otherwise the connection stays open: uvicorn discards the rest of an unread body. Closing after every
     429 would make each refused client reconnect, and a flood of refusals a flood of TCP handshakes.
     """
-    body = error_body(message)
+    body = error_body(str(error))
     close_header = ((b"connection", b"close"),) if close else ()
-    await send({"type": "http.response.start", "status": status, SHAPED: True,  # ErrorShape passes it on as is
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers]
+    await send({"type": "http.response.start", "status": error.status, SHAPED: True,  # ErrorShape passes it on
                 "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
                             *close_header, *headers]})
     await send({"type": "http.response.body", "body": body})

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from service.api.admission import Admission, Ticket
+import bentoml
+
 from service.api.errors import respond
+from service.core.admission import Admission, Ticket
+from service.core.errors import Kind, ServingError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-RETRY_AFTER = ((b"retry-after", b"1"),)
 TICKET = "thermodigits.ticket"  # scope key: the admission ticket service/upstream/door.py took for this request
 UNGUARDED = ("GET", "HEAD", "OPTIONS")  # methods that are never refused or limited
 
@@ -31,20 +33,22 @@ class Guard:
     """Per POST, in this order: content type (415), declared size (413), admission (429, unless the door
     (service/upstream/door.py) decided it already), the body within `body_timeout` (408, or 413 when it outgrows
     its declared size), a place in the worker's queue, then the app, which must start its answer within `timeout`
-    seconds of arrival (504; None: no deadline here).
+    seconds of arrival (504; None: no deadline here). Every answer names the worker (``x-worker``).
 
     The body is read whole here and replayed to the app: a client that sends slowly (or stops) is answered
     408 and its connection closed, and time spent waiting for a client never counts as queueing.
     """
 
     def __init__(self, app: Callable, admission: Admission, accepts: Callable[[str], Any], max_body_bytes: int,
-                 body_timeout: float, timeout: float | None):
+                 body_timeout: float, timeout: float | None, worker: int | None = None):
         self.app = app
         self.admission = admission
         self.accepts = accepts  # path -> its Accepts (service/api/routes.py), None: not ours to judge
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.timeout = timeout
+        worker = bentoml.server_context.worker_index if worker is None else worker  # the app is built in the worker
+        self.worker = (b"x-worker", str(worker).encode()) if worker is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in UNGUARDED:
@@ -58,61 +62,66 @@ class Guard:
                 length = int(value)  # h11/httptools have already refused a malformed one
         accepts = self.accepts(scope["path"])
         if accepts is not None and media_type not in accepts.media_types:
-            return await respond(send, 415, accepts.refusal(media_type))
+            return await respond(send, ServingError(accepts.refusal(media_type), Kind.MEDIA_TYPE))
         if length is not None and length > self.max_body_bytes:
-            return await respond(send, 413, self._too_large, close=True)
+            return await respond(send, self._too_large, close=True)
         ticket: Ticket | None = scope.get(TICKET)  # admitted at the door, which releases it if we do not
-        if ticket is None:  # no door in front (an in-process ASGI client): admission is decided here
-            size = admitted_size(length, self.max_body_bytes)
-            refusal = self.admission.refusal(size)
-            if refusal:
-                return await respond(send, 429, refusal, RETRY_AFTER)
-            ticket = self.admission.admit(size)
-        served = False
+        try:
+            if ticket is None:  # no door in front (an in-process ASGI client): admission is decided here
+                ticket = self.admission.enter(admitted_size(length, self.max_body_bytes), self.timeout)
+        except ServingError as e:
+            return await respond(send, e)
         started = False
+        worker = self.worker
 
         async def send_and_note(message: Message) -> None:
             nonlocal started
             if not started and message["type"] == "http.response.start":
                 started = True
-                deadline.reschedule(None)  # answering: the deadline is met
+                self.admission.answering(ticket)
+                if worker is not None:
+                    message["headers"] = [*message.get("headers", ()), worker]
             await send(message)
 
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                body = await self._read_body(receive, send)
-                if body is None:
-                    return
-                await self.admission.serve(ticket)
-                served = True
+            body = await self._read_body(ticket, receive, send)
+            if body is None:
+                return
+            async with self.admission.place(ticket):
                 await self.app(scope, _replay(body, receive), send_and_note)
-        except TimeoutError:
+        except ServingError as e:  # the deadline, in the queue or before the app answered
             if not started:
-                await respond(send, 504, f"the request was not answered within {self.timeout:g} s")
+                await respond(send, e)
         finally:
-            self.admission.finish(ticket, served)
+            self.admission.release(ticket)
 
     @property
-    def _too_large(self) -> str:
-        return f"request body exceeds the limit of {self.max_body_bytes} bytes"
+    def _too_large(self) -> ServingError:
+        return ServingError(f"request body exceeds the limit of {self.max_body_bytes} bytes", Kind.TOO_LARGE)
 
-    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None once this has answered (408, 413) or the client has gone."""
+    async def _read_body(self, ticket: Ticket, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once this has answered (408, 413) or the client has gone; ServingError (504)
+        past the request's deadline."""
         body, more = bytearray(), True
         try:
-            async with asyncio.timeout(self.body_timeout):
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if len(body) > self.max_body_bytes:
-                        await respond(send, 413, self._too_large, close=True)
-                        return None
+            async with asyncio.timeout_at(ticket.deadline):
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        while more:
+                            message = await receive()
+                            if message["type"] == "http.disconnect":
+                                return None
+                            body += message.get("body", b"")
+                            more = message.get("more_body", False)
+                            if len(body) > self.max_body_bytes:
+                                await respond(send, self._too_large, close=True)
+                                return None
+                except TimeoutError:
+                    await respond(send, ServingError(f"request body not received within {self.body_timeout:g} s",
+                                                     Kind.TIMEOUT), close=True)
+                    return None
         except TimeoutError:
-            await respond(send, 408, f"request body not received within {self.body_timeout:g} s", close=True)
-            return None
+            raise ServingError(f"the request was not answered within {ticket.timeout:g} s", Kind.DEADLINE) from None
         return bytes(body)
 
 

@@ -16,8 +16,8 @@ What the generated document gets wrong for this service, each fixed by ``fix``:
 * ``/readyz`` answers 503 until the models are loaded; the mounted ``GET /metadata`` and the v2 paths
   are missing.
 
-service/upstream/openapi.py makes BentoML serve ``fix(...)`` of its document; tests fail once upstream
-changes what these corrections rely on.
+The service serves ``fix(...)`` of BentoML's document at /docs.json (a route of its own, service/api/routes.py);
+tests fail once upstream changes what these corrections rely on.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import artifacts
 from service.api.errors import ERROR_SCHEMA
 from service.api.schemas import MAX_IMAGES, SIDE, DigitRequest
+from service.core.protocol import DATATYPES
+from service.v2 import schemas as v2
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp")
@@ -235,7 +238,109 @@ def fix(doc: dict[str, Any]) -> dict[str, Any]:
     _fix_upload(doc)
     _fix_errors(doc)
     _add_metadata(doc)
-    from service.v2 import schemas as v2_schemas  # the Open Inference Protocol's /v2 paths
-
-    v2_schemas.add_to_openapi(doc)
+    add_v2(doc)
     return doc
+
+
+# --------------------------------------------------------------------------------------------- the v2 protocol
+
+TAG = "Open Inference Protocol (v2)"
+ERRORS = {
+    "400": "Invalid input: the body, tensor name, datatype, shape or data is not what the model takes.",
+    "404": "No model of that name, or no such version loaded.",
+    "415": "The Content-Type (or Content-Encoding) is not one this endpoint takes.",
+    "503": "The models are not loaded yet, or (readiness) the server is draining after SIGTERM.",
+}  # and 408, 413, 429, 504 as every POST (API_ERRORS)
+INFER_DOC = (
+    "Run the model on one input tensor. The body may repeat the model's name and version as `model_name` and "
+    "`model_version` (KServe's SDK sends `model_name`): they must be the path's (400 otherwise; a `model_version` "
+    "where the path names none chooses that version, like a path). Without a version, the model's default version answers (or its canary, for the canary's share; a client sending `X-Routing-Key` stays on one side). Binary tensor data extension: with the "
+    "header `Inference-Header-Content-Length: n` (and Content-Type application/octet-stream, or none) the body is n "
+    "bytes of this JSON followed by each input's raw little-endian bytes, sized by its "
+    "`parameters.binary_data_size`. Outputs asked for as binary data (`binary_data_output`, `binary_data`) come "
+    "back the same way, as application/octet-stream.")
+
+
+def _drop_null_defaults(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _drop_null_defaults(v) for k, v in schema.items() if not (k == "default" and v is None)}
+    if isinstance(schema, list):
+        return [_drop_null_defaults(v) for v in schema]
+    return schema
+
+
+def component_schemas(models: list[dict]) -> dict[str, Any]:
+    """The bodies' schemas (OpenAPI 3.0), with the served models' tensor names, datatypes and ranks."""
+    found: dict[str, Any] = {}
+    for cls in v2.COMPONENTS:
+        schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        found.update(schema.pop("$defs", {}))
+        found[cls.__name__] = schema
+    schemas = {name: _drop_null_defaults(to_openapi30(schema)) for name, schema in found.items()}
+    inputs = [m["inputs"][0] for m in models]
+    tensor = schemas["V2RequestInput"]["properties"]
+    tensor["name"]["enum"] = sorted({t["name"] for t in inputs})
+    tensor["datatype"]["enum"] = sorted({DATATYPES[t["dtype"]] for t in inputs})
+    ranks = [len(t["shape"]) for t in inputs]
+    tensor["shape"].update(minItems=min(ranks), maxItems=max(ranks), items={"type": "integer", "minimum": 1})
+    tensor["data"]["items"] = {"anyOf": [{"type": "number"}, {"type": "array", "items": {}}]}
+    request = schemas["V2InferRequest"]["properties"]
+    request["inputs"]["maxItems"] = 1
+    request["outputs"]["maxItems"] = max(len(m["outputs"]) for m in models)
+    schemas["V2RequestOutput"]["properties"]["name"]["enum"] = sorted({o["name"] for m in models for o in m["outputs"]})
+    return schemas
+
+
+def _content(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _operation(operation_id: str, description: str, ok: dict[str, Any], errors: tuple[str, ...],
+               parameters: list[dict], **extra: Any) -> dict[str, Any]:
+    responses = {"200": {"description": "Successful Response", **ok}}
+    responses.update({code: {"description": ERRORS.get(code) or API_ERRORS[code], "content": _content("Error")}
+                      for code in errors})
+    return {"tags": [TAG], "operationId": operation_id, "description": description,
+            "parameters": parameters, "responses": responses, **extra}
+
+
+def registry_models() -> list[dict]:
+    """Each registry model's name and tensors, as a metadata.json states them (every version of a model has its
+    task's tensors)."""
+    return [{"name": m.name, "inputs": [m.task.input.as_dict()], "outputs": [m.task.output.as_dict()]}
+            for m in artifacts.MODELS]
+
+
+def add_v2(doc: dict[str, Any], models: list[dict] | None = None) -> None:
+    """Add the /v2 paths and their schemas to an OpenAPI 3.0 document; `models`: name and tensors of each model
+    (default: the registry's)."""
+    models = registry_models() if models is None else models
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas(models))
+    name = {"name": "name", "in": "path", "required": True, "description": "The model's name.",
+            "schema": {"type": "string", "enum": [m["name"] for m in models]}}
+    version = {"name": "version", "in": "path", "required": True,
+               "description": "One of the model's loaded versions (GET /v2/models/{name} lists them).",
+               "schema": {"type": "string"}}
+    infer_ok = {"content": {**_content("V2InferResponse"), "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}},
+                "headers": {"Inference-Header-Content-Length": {
+                    "description": "Binary responses only: the length of the JSON part.",
+                    "schema": {"type": "integer", "minimum": 0}}}}
+    body = {"required": True, "content": _content("V2InferRequest")}
+    paths = doc.setdefault("paths", {})
+    paths["/v2"] = {"get": _operation("v2_server_metadata", "Server name, version and supported extensions.",
+                                      {"content": _content("V2ServerMetadata")}, (), [])}
+    paths["/v2/health/live"] = {"get": _operation("v2_live", "200 while the server runs.",
+                                                  {"content": _content("V2Live")}, (), [])}
+    paths["/v2/health/ready"] = {"get": _operation("v2_ready", "200 once every model is loaded; 503 from SIGTERM on (draining).",
+                                                   {"content": _content("V2Ready")}, ("503",), [])}
+    for base, params, suffix in (("/v2/models/{name}", [name], ""),
+                                 ("/v2/models/{name}/versions/{version}", [name, version], "_version")):
+        paths[base] = {"get": _operation(f"v2_model_metadata{suffix}", "The model's metadata: versions, platform, "
+                                         "input and output tensors.", {"content": _content("V2ModelMetadata")},
+                                         ("404", "503"), params)}
+        paths[f"{base}/ready"] = {"get": _operation(f"v2_model_ready{suffix}", "200 once the model is loaded.",
+                                                    {"content": _content("V2Ready")}, ("404", "503"), params)}
+        paths[f"{base}/infer"] = {"post": _operation(
+            f"v2_infer{suffix}", INFER_DOC, infer_ok, ("400", "404", "408", "413", "415", "429", "503", "504"),
+            params, requestBody=body)}

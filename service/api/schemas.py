@@ -37,6 +37,9 @@ def model_choice(task: artifacts.Task, what: str) -> tuple[Any, str]:
 
 TemperatureModel, DEFAULT_TEMPERATURE_MODEL = model_choice(artifacts.TEMPERATURE, "regressor")
 DigitModel, DEFAULT_DIGIT_MODEL = model_choice(artifacts.DIGITS, "classifier")
+VERSION_DOC = ("A version of the chosen model to answer with (GET /metadata lists those loaded; 404 for another); "
+               "default: the model's default version, or its canary for the canary's share of requests.")
+Version = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description=VERSION_DOC)]  # absent (not null): the default
 
 
 class TemperatureRequest(Strict):
@@ -45,6 +48,7 @@ class TemperatureRequest(Strict):
         description="Raw thermometer readings in its unknown unit (t_u).", examples=[[35.7, 55.9]],
     )
     model: TemperatureModel = DEFAULT_TEMPERATURE_MODEL
+    version: Version = None
 
 
 class TemperatureResponse(BaseModel):
@@ -90,6 +94,7 @@ class Images(Strict):
 
     max_value: MaxValue = Field(255, description=MAX_VALUE_DOC)
     model: DigitModel = DEFAULT_DIGIT_MODEL
+    version: Version = None
     _field: ClassVar[str]
 
     @classmethod

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-Observer = Callable[[int, int], None]  # (images, requests) of each model call
+Observer = Callable[[np.ndarray, np.ndarray, int], None]  # (inputs, outputs, requests) of each model call
 
 
 class Batcher:
@@ -75,13 +75,13 @@ class Batcher:
                     if not isinstance(e, Exception):
                         raise
                     continue
-                if self.observe is not None:
-                    self.observe(len(batch), len(taken))
                 start = 0
                 for x, future in taken:
                     if not future.done():
                         future.set_result(out[start:start + len(x)])
                     start += len(x)
+                if self.observe is not None:  # after the answers: it must not hold them up
+                    self.observe(batch, out, len(taken))
         finally:
             self._drain = None
 

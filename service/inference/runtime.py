@@ -105,3 +105,14 @@ def load(model_dir: Path, settings: Settings, device: str, task: artifacts.Task 
     except Exception as e:  # noqa: BLE001 - any loader failure means "refuse to start", with the file named
         raise artifacts.ArtifactError(f"{Path(model_dir) / filename}: cannot be loaded ({e})") from e
     return LoadedModel(metadata["name"], metadata["version"], metadata, settings.backend, device, predict)
+
+
+def check(paths: dict[tuple[str, str], Path], settings: Settings) -> None:
+    """What a worker would fail on at start, checked without loading: the device, and every version's file and tensor
+    spec (`paths`: (model, version) -> its folder); raises naming the version and what is wrong."""
+    select_device(settings.backend, settings.device)
+    for (name, version), path in paths.items():
+        try:
+            verify(Path(path), settings.backend, artifacts.model(name).task)
+        except artifacts.ArtifactError as e:
+            raise artifacts.ArtifactError(f"model {name} version {version} cannot be served: {e}") from None

@@ -30,19 +30,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.admission import Admission
-from service.api.auth import Tokens
+from service.core.admission import Admission
+from service.core.auth import Access
 from service.settings import Settings
 from service.lifecycle import Drain
-from service.upstream import arbiter, bentoml_app, door, gc_tuning, multipart, openapi, server
+from service.upstream import arbiter, bentoml_app, door, gc_tuning, multipart, server
 
 # In the order install() applies them.
 SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
 _skipped: frozenset[str] = frozenset()
 
 
-def install(service: Any, admission: Admission, tokens: Tokens | None, settings: Settings, drain: Drain,
-            beside: tuple[server.Beside, ...] = ()) -> None:
+def install(service: Any, admission: Admission, access: Access, settings: Settings, drain: Drain,
+            beside: tuple[server.Beside, ...] = (), timeout: float | None = None) -> None:
     """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and
     server; the worker also runs the servers `beside` its HTTP one (the gRPC service)."""
     global _skipped
@@ -51,14 +51,13 @@ def install(service: Any, admission: Admission, tokens: Tokens | None, settings:
         raise ValueError(f"SERVICE_SKIP_PATCHES={settings.skip_patches!r}: {', '.join(sorted(unknown))} is not one of "
                          f"{', '.join(SKIPPABLE)}")
     multipart.install()
-    openapi.install(service)
     if "reuseport" not in skip:
         arbiter.reserve_port({settings.grpc_port: "SERVICE_GRPC_PORT"} if settings.grpc_port else {})
     if "drain" not in skip:
         arbiter.signals()
     server.install(None if "drain" in skip else drain, beside)
     if "door" not in skip:
-        door.install(admission, settings.max_body_bytes, tokens, settings.max_header_bytes)
+        door.install(admission, settings.max_body_bytes, access, settings.max_header_bytes, timeout)
     if "asyncio-loop" not in skip:
         door.use_asyncio_loop()
     changes = {"deadline", "request-id", "door-counters"} - skip

@@ -37,7 +37,7 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 
-from service.api.auth import BearerAuth
+from service.api.access import BearerAuth
 from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.upstream.door import AccessLog, Metrics

@@ -24,6 +24,7 @@ connections waited seconds in the kernel's accept queue (docs/decisions/asyncio-
 from __future__ import annotations
 
 import functools
+import http
 from timeit import default_timer
 from typing import Any, Callable
 
@@ -32,15 +33,14 @@ from bentoml._internal.context import server_context
 from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 
-from service.api.admission import Admission, Ticket
-from service.api.auth import AUTHORIZED, Tokens, authorization, protects
+from service.api.access import AUTHORIZED, authorization, scope_of
 from service.api.errors import error_body
 from service.api.guard import TICKET, UNGUARDED, admitted_size
+from service.core import access_log
+from service.core.admission import Admission, Ticket
+from service.core.auth import Access
+from service.core.errors import Kind, ServingError
 from service.upstream.server import Protocol
-
-STATUS_LINES = {401: b"HTTP/1.1 401 Unauthorized\r\n", 429: b"HTTP/1.1 429 Too Many Requests\r\n",
-                431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
-RETRY_AFTER = (b"retry-after", b"1")
 
 
 class Door(Protocol):
@@ -49,7 +49,8 @@ class Door(Protocol):
     refuses."""
 
     admission: Admission | None = None  # set by install(); None: every request goes on to the guard
-    tokens: Tokens | None = None  # None: no token needed
+    auth: Access | None = None  # None: no token needed
+    timeout: float | None = None  # traffic.timeout: the admitted request's deadline
     max_body_bytes = 0
     max_header_bytes = 0  # 0: no limit
     metrics: "Metrics | None" = None  # BentoML's middlewares of this worker, once the app is built
@@ -84,7 +85,7 @@ class Door(Protocol):
     def _head_too_large(self) -> None:
         self.logger.warning("a request line and headers of more than %d bytes: answered 431", self.max_header_bytes)
         body = error_body(f"the request line and headers exceed {self.max_header_bytes} bytes")
-        self.transport.write(self._head(431, body, [(b"connection", b"close")]) + body)
+        self.transport.write(self._head(Kind.HEAD_TOO_LARGE.status, body, [(b"connection", b"close")]) + body)
         self.transport.close()
 
     def _start_asgi_task(self, cycle: Any, app: Callable) -> None:
@@ -93,33 +94,34 @@ class Door(Protocol):
                                       > self.max_header_bytes):
             cycle.response_complete = True
             return self._head_too_large()
-        if self.tokens is not None and protects(scope["path"]):
-            refusal = self.tokens.refusal(authorization(scope["headers"]))
-            if refusal is not None:
-                return self._answer(cycle, 401, refusal.message, [(b"www-authenticate", refusal.challenge.encode())])
-            scope[AUTHORIZED] = True
-        if admission is None or scope["method"] in UNGUARDED:
-            return super()._start_asgi_task(cycle, app)
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)  # names are lower case
-        size = admitted_size(None if length is None else int(length), self.max_body_bytes)
-        if size > self.max_body_bytes:
-            return super()._start_asgi_task(cycle, app)  # the guard answers 413
-        refusal = admission.refusal(size)
-        if refusal:
-            return self._answer(cycle, 429, refusal, [RETRY_AFTER])
-        scope[TICKET] = ticket = admission.admit(size)
+        try:
+            if self.auth is not None:
+                needed = scope_of(scope["path"])
+                if self.auth.needed(needed):
+                    self.auth.check(authorization(scope["headers"]), needed)
+                    scope[AUTHORIZED] = True
+            if admission is None or scope["method"] in UNGUARDED:
+                return super()._start_asgi_task(cycle, app)
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)  # names are lower case
+            size = admitted_size(None if length is None else int(length), self.max_body_bytes)
+            if size > self.max_body_bytes:
+                return super()._start_asgi_task(cycle, app)  # the guard answers 413
+            scope[TICKET] = ticket = admission.enter(size, self.timeout)
+        except ServingError as e:
+            return self._answer(cycle, e)
         super()._start_asgi_task(cycle, functools.partial(_released, app, admission, ticket))
 
     def _head(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-        head = [STATUS_LINES[status]]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
         for name, value in [*self.server_state.default_headers, (b"content-type", b"application/json"),
                             (b"content-length", b"%d" % len(body)), *headers]:  # uvicorn's Date header first
             head += [name, b": ", value, b"\r\n"]
         return b"".join([*head, b"\r\n"])
 
-    def _answer(self, cycle: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
-        """Answer `status` in the error shape without reading the body; count and log it as BentoML would."""
-        body = error_body(message)
+    def _answer(self, cycle: Any, error: ServingError) -> None:
+        """Answer the refusal in the error shape without reading the body; count and log it as BentoML would."""
+        status, body = error.status, error_body(str(error))
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers]
         # With "Expect: 100-continue" the client may still send the body we will never ask for: close.
         keep_alive = (cycle.keep_alive and not cycle.waiting_for_100_continue
                       and not (self.drain is not None and self.drain.draining))
@@ -150,7 +152,7 @@ async def _released(app: Callable, admission: Admission, ticket: Ticket, scope: 
     try:
         await app(scope, receive, send)
     finally:
-        admission.finish(ticket, served=False)  # no-op once Guard has finished it
+        admission.release(ticket)  # no-op once Guard has finished it
 
 
 class Metrics(RunnerTrafficMetricsMiddleware):
@@ -184,7 +186,7 @@ class AccessLog(AccessLogMiddleware):
         Door.access = self
 
     def write(self, scope: dict, status: int, length: int, seconds: float) -> None:
-        """One line in the format of AccessLogMiddleware.__call__ (bentoml 1.4.40) for a JSON answer."""
+        """One line with the fields AccessLogMiddleware.__call__ (bentoml 1.4.40) writes for a JSON answer."""
         client = scope.get("client")
         request = [f"scheme={scope['scheme']}", f"method={scope['method']}", f"path={scope['path']}"]
         headers = dict(scope["headers"]) if self.has_request_content_type or self.has_request_content_length else {}
@@ -197,15 +199,16 @@ class AccessLog(AccessLogMiddleware):
             response.append("type=application/json")
         if self.has_response_content_length:
             response.append(f"length={length}")
-        self.logger.info("%s (%s) (%s) %.3fms", f"{client[0]}:{client[1]}" if client else "_", ",".join(request),
-                         ",".join(response), max(seconds, 0) * 1000)
+        access_log.write(f"{client[0]}:{client[1]}" if client else "_", request, response, seconds)
 
 
-def install(admission: Admission, max_body_bytes: int, tokens: Tokens | None = None, max_header_bytes: int = 0) -> None:
-    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, answering for `admission` and `tokens` (call before
-    uvicorn.Config.load)."""
-    Door.admission, Door.max_body_bytes, Door.tokens, Door.max_header_bytes = (admission, max_body_bytes, tokens,
-                                                                               max_header_bytes)
+def install(admission: Admission, max_body_bytes: int, access: Access | None = None, max_header_bytes: int = 0,
+            timeout: float | None = None) -> None:
+    """Idempotent: uvicorn's "auto" HTTP protocol becomes Door, answering for `admission` and `access`, admitted
+    requests given `timeout` seconds (call before uvicorn.Config.load)."""
+    Door.admission, Door.max_body_bytes, Door.auth, Door.max_header_bytes = (admission, max_body_bytes, access,
+                                                                             max_header_bytes)
+    Door.timeout = timeout
     uvicorn.config.HTTP_PROTOCOLS["auto"] = Door  # uvicorn's import_from_string returns a class as is
 
 

@@ -1,38 +1,37 @@
-"""The Open Inference Protocol v2 over gRPC on a worker's event loop: GRPCInferenceService (service/v2/proto/) and grpc.health.v1.Health, with the HTTP routes' models, checks, messages, admission, tokens and drain (``await start(...)``).
+"""The Open Inference Protocol v2 over gRPC on a worker's event loop: thin glue from GRPCInferenceService (service/v2/proto/) and grpc.health.v1.Health to the data plane, admission, tokens and the model repository (``await start(...)``).
 
 What each RPC answers::
 
     ServerLive      live: true
     ServerReady     ready: the models are loaded and the worker is not draining (service.lifecycle.Drain)
-    ModelReady      ready: true; NOT_FOUND for a model or version that is not served, UNAVAILABLE until loaded
+    ModelReady      ready: true; NOT_FOUND for a model or version that is not loaded, UNAVAILABLE until loaded
     ServerMetadata  name, version, extensions (as GET /v2)
-    ModelMetadata   as GET /v2/models/{name}[/versions/{version}] (service/v2/routes.py's model_metadata)
-    ModelInfer      as POST /v2/models/{name}[/versions/{version}]/infer
+    ModelMetadata   as GET /v2/models/{name}[/versions/{version}]
+    ModelInfer      as POST /v2/models/{name}[/versions/{version}]/infer (service/core/plane.py checks the tensors)
+    RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
+                    as POST /v2/repository/index, /v2/repository/models/{name}/load and /unload (service/repository.py)
     grpc.health.v1.Health  Check, Watch and List of "" and "inference.GRPCInferenceService": SERVING, or
                     NOT_SERVING while ServerReady would say false; any other service: NOT_FOUND (Check)
 
-ModelInfer builds the HTTP route's request object (service/v2/schemas.py's V2InferRequest) from the protobuf and
-runs service/v2/tensors.py's checks on it, so limits and messages are the HTTP ones; only where a value lies
-differs. An input's values come in ``contents`` (the field of its datatype: fp32_contents or fp64_contents) or in
-``raw_input_contents`` (one entry per input, raw little-endian bytes, exactly shape x datatype), never both.
-Outputs come back in ``raw_output_contents`` when the inputs came raw (tritonclient.grpc and KServe's client by
-default: tritonclient reads raw outputs only, KServe's client either) or when ``binary_data_output`` (request) or
-``binary_data`` (an output) is true, and in ``contents`` otherwise; the protocol cannot mix the two in one answer,
-so one output asked raw makes them all raw. Parameters are the HTTP ones (classification and shared memory
-refused, the rest ignored); a value outside the protocol's bool, int64 and string (tritonclient.grpc sends
-``priority`` as Triton's uint64_param) is ignored like any parameter this server does not read, and refused
-for one it reads. ``binary_data_size``, which KServe's client sends beside each raw input, must be that
-input's raw byte count.
+ModelInfer parses the protobuf into the data plane's neutral request (service/core/protocol.py), its values straight
+into numpy: from ``raw_input_contents`` (one entry per input, raw little-endian bytes, exactly shape x datatype:
+``np.frombuffer``, no copy) or from ``contents`` (the field of its datatype: fp32_contents or fp64_contents), never
+both. Outputs come back in ``raw_output_contents`` when the inputs came raw (tritonclient.grpc and KServe's client by
+default) or when ``binary_data_output`` (request) or ``binary_data`` (an output) is true, and in ``contents``
+otherwise; the protocol cannot mix the two in one answer, so one output asked raw makes them all raw. Parameters are
+HTTP's (service/v2/parameters.py); a value outside the protocol's bool, int64 and string (tritonclient.grpc sends
+``priority`` as Triton's uint64_param) is ignored like any parameter this server does not read, and refused for one
+it reads. ``binary_data_size``, which KServe's client sends beside each raw input, must be that input's raw byte
+count. A routing key in the metadata ``x-routing-key`` keeps a client on one side of a canary.
 
-Every refusal carries HTTP's one-sentence message, its status from V2Error.status (``CODES``): 400
-INVALID_ARGUMENT, 401 UNAUTHENTICATED (every RPC but ServerLive, ServerReady and Health needs
-``authorization: Bearer <token>`` metadata when tokens are configured; trailing ``www-authenticate``), 404
-NOT_FOUND, 413 and 429 RESOURCE_EXHAUSTED (429 with trailing ``retry-after: 1``: admission, as HTTP, sized by
-the message's bytes), 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED (not answered within ``deadline_s`` of arrival, as
-the HTTP guard's). A message over Settings.max_body_bytes is refused by gRPC itself (RESOURCE_EXHAUSTED) before
-the servicer sees it. Only a bug answers INTERNAL. ``observe(method, code, seconds, peer)`` is called once per RPC
-the servicer handles; ``record`` (what a worker's ``Beside`` uses) counts it in /metrics
-(``grpc_server_handled_total``, ``grpc_server_handling_seconds``) and writes it to BentoML's access log.
+Every refusal is a ``ServingError``, answered with its one-sentence message and its code from the one table
+(service/core/errors.py), its headers as trailing metadata (``retry-after``, ``www-authenticate``): tokens per
+scope (service/core/auth.py; ServerLive, ServerReady and Health are open, the repository RPCs need an admin token),
+admission and the deadline as HTTP's (service/core/admission.py, sized by the message's bytes). A message over
+Settings.max_body_bytes is refused by gRPC itself (RESOURCE_EXHAUSTED) before the servicer sees it. Only a bug
+answers INTERNAL. ``observe(method, code, seconds, peer)`` is called once per RPC; ``record`` (what a worker's
+``Beside`` uses) counts it in /metrics (``grpc_server_handled_total``, ``grpc_server_handling_seconds``) and writes
+it to BentoML's access log.
 """
 
 from __future__ import annotations
@@ -40,47 +39,46 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import bentoml
 import grpc
 import numpy as np
-from google.protobuf import json_format, message_factory
+from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.v2 import routes, schemas as s
+from service.core import access_log
+from service.core.admission import Admission
+from service.core.auth import ADMIN, PREDICT, Access
+from service.core.errors import Kind, ServingError, fail
+from service.core.plane import DataPlane
+from service.core.protocol import ITEMSIZE, LITTLE_ENDIAN, InferInput, InferRequest, InferResponse, RequestedOutput
+from service.v2.parameters import ACTED_ON, BINARY_OUTPUT, BINARY_RESPONSE, BINARY_SIZE, parameter
 from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
-from service.v2.tensors import V2Error, fail, input_array, requested_outputs, validate
 
 log = logging.getLogger("bentoml.service.thermodigits")
-access_log = logging.getLogger("bentoml.access")  # BentoML's access log: its format and handlers
 
 DESCRIPTORS = {d.full_name: d for d in (pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
                                         health_pb2.DESCRIPTOR.services_by_name["Health"])}
 SERVICE, HEALTH = DESCRIPTORS  # inference.GRPCInferenceService, grpc.health.v1.Health
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
-         413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-         503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
-RETRY_AFTER = (("retry-after", "1"),)
+OPEN = frozenset({"ServerLive", "ServerReady", "Check", "Watch", "List"})
+REPOSITORY = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"})
 WATCH_POLL_S = 0.5  # Health.Watch re-reads the status this often (Drain.begin() only sets a number)
 CLOSING_S = 0.1  # once the drain is over, calls are answered UNAVAILABLE this long before grpcio stops
+ROUTING_KEY = "x-routing-key"
 
 Observe = Callable[[str, grpc.StatusCode, float, str], None]  # method, code, seconds, peer
 
 
-class Refused(V2Error):
-    """A V2Error with trailing metadata for the client (retry-after, www-authenticate)."""
-
-    def __init__(self, message: str, status: int, metadata: tuple[tuple[str, str], ...] = ()):
-        super().__init__(message, status)
-        self.metadata = metadata
+def code(error: ServingError) -> grpc.StatusCode:
+    return grpc.StatusCode[error.kind.grpc_code]
 
 
-def code(status: int) -> grpc.StatusCode:
-    """The gRPC status of an HTTP status (a 4xx not in CODES is a client's mistake too: INVALID_ARGUMENT)."""
-    return CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL)
+def scope_of(method: str) -> str | None:
+    return None if method in OPEN else ADMIN if method in REPOSITORY else PREDICT
 
 
 def message_types(service: str, method: str) -> tuple[Any, Any]:
@@ -102,23 +100,29 @@ def parsed(request_type: Any, request: Any) -> Any:
         fail(f"the message is not a valid {request_type.DESCRIPTOR.full_name} ({e})")
 
 
-def handled(service: str, method: str, needs_token: bool = True):
-    """Wrap a unary RPC: the token check, the request parsed, V2Error as its status and message, observe() once."""
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | bytes | None:
+    return next((v for k, v in context.invocation_metadata() or () if k == key), None)
+
+
+def handled(service: str, method: str):
+    """Wrap a unary RPC: the token check, the request parsed, a ServingError as its status, message and trailing
+    metadata, observe() once."""
     path = f"/{service}/{method}"
     request_type, _ = message_types(service, method)
+    scope = scope_of(method)
 
     def wrap(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, status = time.perf_counter(), grpc.StatusCode.OK
             try:
                 try:
-                    if needs_token:
-                        self.core.authorize(context)
+                    if scope is not None:
+                        self.core.authorize(context, scope)
                         self.core.refuse_if_closing()
                     return await fn(self, parsed(request_type, request), context)
-                except V2Error as e:
-                    status = code(e.status)
-                    await context.abort(status, str(e), getattr(e, "metadata", ()))
+                except ServingError as e:
+                    status = code(e)
+                    await context.abort(status, str(e), e.headers)
                 except asyncio.CancelledError:
                     status = grpc.StatusCode.CANCELLED  # the client went away, or its own deadline passed
                     raise
@@ -137,91 +141,116 @@ def handled(service: str, method: str, needs_token: bool = True):
 # --------------------------------------------------------------------------------------------- the request
 
 
-def parameter_value(p: pb.InferParameter) -> bool | int | str | None:
-    """The value of an InferParameter, None when it holds none this protocol defines."""
+def parameter_value(p: Any) -> bool | int | str | bytes | None:
+    """The value of an InferParameter (or ModelRepositoryParameter), None when it holds none."""
     kind = p.WhichOneof("parameter_choice")
     return None if kind is None else getattr(p, kind)
 
 
-def parameters(entries: Any) -> dict | None:
-    """A protobuf parameter map as the JSON request's `parameters` (None when empty); an unreadable value is left
-    out unless the server reads or refuses that parameter (then validation refuses it)."""
+def parameters(entries: Any, where: str) -> dict:
+    """A protobuf parameter map as {name: value}; a value this protocol does not define is left out unless the server
+    reads or refuses that parameter (then refused)."""
     found = {}
     for name, p in entries.items():
         value = parameter_value(p)
-        if value is not None or name in s.ACTED_ON:
+        if value is None and name in ACTED_ON:
+            fail(f"{where}.parameters.{name}: a parameter must be a string, a number or a boolean")
+        if value is not None:
             found[name] = value
-    return found or None
+    return found
 
 
-def to_v2(request: pb.ModelInferRequest) -> tuple[s.V2InferRequest, bytes | None, str | None, str | None]:
-    """(the HTTP route's request, the first input's raw bytes or None, where its values are for messages, and a
-    refusal to make once the input's name, datatype and shape have passed: values in another datatype's field)."""
-    raw = list(request.raw_input_contents)
+class RawInput(InferInput):
+    """An input whose values are raw little-endian bytes (raw_input_contents), read without a copy."""
+
+    def __init__(self, t: Any, i: int, raw: bytes):
+        super().__init__(t.name, t.datatype, t.shape, f"raw_input_contents[{i}]")
+        self.raw = raw
+
+    def as_numpy(self) -> np.ndarray:
+        expected = math.prod(self.shape) * ITEMSIZE[self.datatype]
+        if len(self.raw) != expected:
+            fail(f"{self.where}: {len(self.raw)} bytes, but shape {list(self.shape)} of {self.datatype} is "
+                 f"{expected} bytes")
+        return np.frombuffer(self.raw, dtype=LITTLE_ENDIAN[self.datatype])
+
+
+class ContentsInput(InferInput):
+    """An input whose values are in its `contents`, in the field named `field` (None: none filled)."""
+
+    def __init__(self, t: Any, i: int, field: str | None, misplaced: str | None):
+        where = f"inputs[{i}].contents" + (f".{field}" if field else "")
+        super().__init__(t.name, t.datatype, t.shape, where)
+        self.values = getattr(t.contents, field) if field else ()
+        self.misplaced = misplaced
+
+    def as_numpy(self) -> np.ndarray:
+        total = math.prod(self.shape)
+        if len(self.values) != total:
+            fail(f"{self.where}: {len(self.values)} values, but shape {list(self.shape)} needs {total}")
+        return np.array(self.values, dtype=np.float64)
+
+    def refusal(self) -> str | None:
+        return self.misplaced
+
+
+def infer_request(request: pb.ModelInferRequest, key: str | None) -> InferRequest:
+    """The neutral request of a ModelInferRequest."""
+    raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         fail(f"raw_input_contents has {len(raw)} entries, but inputs has {len(request.inputs)}; "
              "send one per input, in the order of inputs")
-    inputs, values, misplaced = [], None, None
+    inputs: list[InferInput] = []
     for i, t in enumerate(request.inputs):
         where = f"inputs[{i}]"
-        entry: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "datatype": t.datatype}
-        params = parameters(t.parameters)
-        size = (params or {}).get(s.BINARY_SIZE)  # KServe's client sends it beside raw_input_contents
+        params = parameters(t.parameters, where)
+        size = parameter(params, BINARY_SIZE, where)  # KServe's client sends it beside raw_input_contents
         if size is not None and not raw:
-            fail(f"{where}.parameters.{s.BINARY_SIZE} is set, but the request has no raw_input_contents; send the "
+            fail(f"{where}.parameters.{BINARY_SIZE} is set, but the request has no raw_input_contents; send the "
                  "values there, or in contents without it")
-        if type(size) is int and size != len(raw[i]):
-            fail(f"{where}.parameters.{s.BINARY_SIZE} is {size}, but raw_input_contents[{i}] has {len(raw[i])} bytes")
-        if params:
-            entry["parameters"] = params
+        if size is not None and size != len(raw[i]):
+            fail(f"{where}.parameters.{BINARY_SIZE} is {size}, but raw_input_contents[{i}] has {len(raw[i])} bytes")
         filled = [field.name for field, _ in t.contents.ListFields()]
         if raw:
             if filled:
                 fail(f"{where}.contents.{filled[0]} is set, but the request has raw_input_contents; "
                      "send each input's values in one of them")
-            where_values = f"raw_input_contents[{i}]"
-        else:
-            field = f"{t.datatype.lower()}_contents" if t.datatype in s.ITEMSIZE else None
-            if len(filled) > 1:
-                fail(f"{where}.contents: values in {' and '.join(filled)}; send them in one field, its datatype's")
-            if field and filled and filled[0] != field:
-                misplaced = misplaced or (f"{where}.contents.{filled[0]}: the values of a {t.datatype} tensor go "
-                                          f"in contents.{field}")
-            name = filled[0] if filled else field
-            entry["data"] = list(getattr(t.contents, name)) if name else []
-            where_values = f"{where}.contents.{name}" if name else f"{where}.contents"
-        values = values or where_values
-        inputs.append(entry)
-    body: dict[str, Any] = {"inputs": inputs}
-    if request.id:
-        body["id"] = request.id
-    if params := parameters(request.parameters):
-        body["parameters"] = params
-    outputs = []
-    for o in request.outputs:
-        entry = {"name": o.name}
-        if params := parameters(o.parameters):
-            entry["parameters"] = params
-        outputs.append(entry)
-    if outputs:
-        body["outputs"] = outputs
-    if raw and s.BINARY_RESPONSE not in (body.get("parameters") or {}):
-        body.setdefault("parameters", {})[s.BINARY_RESPONSE] = True  # raw in, raw out
-    return validate(body), (raw[0] if raw else None), values, misplaced
+            inputs.append(RawInput(t, i, raw[i]))
+            continue
+        if len(filled) > 1:
+            fail(f"{where}.contents: values in {' and '.join(filled)}; send them in one field, its datatype's")
+        field = f"{t.datatype.lower()}_contents" if t.datatype in ITEMSIZE else None
+        misplaced = None
+        if field and filled and filled[0] != field:
+            misplaced = f"{where}.contents.{filled[0]}: the values of a {t.datatype} tensor go in contents.{field}"
+        inputs.append(ContentsInput(t, i, filled[0] if filled else field, misplaced))
+    request_params = parameters(request.parameters, "request")
+    binary = parameter(request_params, BINARY_RESPONSE, "request")
+    outputs = None
+    if request.outputs:
+        outputs = [RequestedOutput(o.name, parameter(parameters(o.parameters, f"outputs[{i}]"), BINARY_OUTPUT,
+                                                     f"outputs[{i}]"))
+                   for i, o in enumerate(request.outputs)]
+    key = key.decode("latin-1") if isinstance(key, bytes) else key
+    return InferRequest(request.model_name, request.model_version or None, inputs, outputs, request.id or None,
+                        bool(raw) if binary is None else binary, key)
 
 
-def answer(m: Any, request_id: str, results: list[tuple[dict, bool, np.ndarray]]) -> pb.ModelInferResponse:
+def answer(response: InferResponse) -> pb.ModelInferResponse:
     """The ModelInferResponse: every output raw when one is asked raw (the protocol does not mix), else typed."""
-    response = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request_id)
-    as_raw = any(binary for _, binary, _ in results)
-    for spec, _, y in results:
-        datatype = s.DATATYPES[spec["dtype"]]
-        out = response.outputs.add(name=spec["name"], datatype=datatype, shape=list(y.shape))
+    out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id or "")
+    as_raw = any(o.binary for o in response.outputs)
+    for o in response.outputs:
+        tensor = out.outputs.add(name=o.name, datatype=o.datatype, shape=list(o.array.shape))
         if as_raw:
-            response.raw_output_contents.append(y.astype(y.dtype.newbyteorder("<"), copy=False).tobytes())
+            out.raw_output_contents.append(o.little_endian_bytes())
         else:
-            getattr(out.contents, f"{datatype.lower()}_contents").extend(y.ravel().tolist())
-    return response
+            getattr(tensor.contents, f"{o.datatype.lower()}_contents").extend(o.array.ravel().tolist())
+    return out
+
+
+def repository_parameters(entries: Any) -> dict[str, Any]:
+    return {name: parameter_value(p) for name, p in entries.items()}
 
 
 # --------------------------------------------------------------------------------------------- servicers
@@ -229,36 +258,38 @@ def answer(m: Any, request_id: str, results: list[tuple[dict, bool, np.ndarray]]
 
 @dataclasses.dataclass
 class Core:
-    """What both servicers share: the worker's models, admission, tokens, drain, deadline and observer."""
+    """What both servicers share: the worker's data plane, repository, admission, access, drain, deadline and
+    observer."""
 
-    models: Callable[[], Any]  # the worker's Models, or None until loaded
-    admission: Any  # service.api.admission.Admission
-    tokens: Any  # service.api.auth.Tokens, or None: no token needed
+    plane: DataPlane
+    admission: Admission
+    access: Access
     drain: Any  # service.lifecycle.Drain
     deadline_s: float
     observe: Observe
-
-    def loaded(self) -> Any:
-        return routes.require_loaded(self.models())
+    repository: Any = None  # service.repository.Repository, None: no model changes
 
     def ready(self) -> bool:
-        return not self.drain.draining and hasattr(self.models(), "predict")
+        return not self.drain.draining and self.plane.server_ready()
 
     def refuse_if_closing(self) -> None:
         """Once the drain is over, calls still coming are answered UNAVAILABLE (retry elsewhere) rather than left queued
         in grpcio, whose stop cancels what it holds."""
         if self.drain.closing:
-            fail("the server is stopping (its drain is over); send the call to another replica", 503)
+            fail("the server is stopping (its drain is over); send the call to another replica", Kind.UNAVAILABLE)
 
-    def authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if self.tokens is None:
+    def authorize(self, context: grpc.aio.ServicerContext, scope: str) -> None:
+        if not self.access.needed(scope):
             return
-        value = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+        value = metadata_value(context, "authorization")
         if isinstance(value, str):
             value = value.encode("latin-1", "replace")
-        refusal = self.tokens.refusal(value)
-        if refusal is not None:
-            raise Refused(refusal.message, 401, (("www-authenticate", refusal.challenge),))
+        self.access.check(value, scope)
+
+    def changes(self) -> Any:
+        if self.repository is None:
+            fail("this server has no model repository", Kind.UNAVAILABLE)
+        return self.repository
 
 
 class Inference(pb_grpc.GRPCInferenceServiceServicer):
@@ -267,57 +298,58 @@ class Inference(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: Core):
         self.core = core
 
-    @handled(SERVICE, "ServerLive", needs_token=False)
+    @handled(SERVICE, "ServerLive")
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @handled(SERVICE, "ServerReady", needs_token=False)
+    @handled(SERVICE, "ServerReady")
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.core.ready())
 
     @handled(SERVICE, "ModelReady")
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        routes.find(self.core.loaded(), request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=self.core.plane.model_ready(request.name, request.version or None))
 
     @handled(SERVICE, "ServerMetadata")
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=routes.NAME, version=routes.VERSION, extensions=routes.EXTENSIONS)
+        return pb.ServerMetadataResponse(**self.core.plane.server_metadata())
 
     @handled(SERVICE, "ModelMetadata")
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        m = routes.find(self.core.loaded(), request.name, request.version or None)
-        return json_format.ParseDict(routes.model_metadata(m), pb.ModelMetadataResponse())
+        meta = self.core.plane.model_metadata(request.name, request.version or None)
+        return pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]])
 
     @handled(SERVICE, "ModelInfer")
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        admission = self.core.admission
-        size = request.ByteSize()
-        refusal = admission.refusal(size)
-        if refusal:
-            raise Refused(refusal, 429, RETRY_AFTER)
-        ticket = admission.admit(size)
-        served = False
+        core = self.core
+        ticket = core.admission.enter(request.ByteSize(), core.deadline_s)
         try:
-            async with asyncio.timeout(self.core.deadline_s):
-                await admission.serve(ticket)
-                served = True
-                return await self.infer(request)
-        except TimeoutError:
-            fail(f"the request was not answered within {self.core.deadline_s:g} s", 504)
+            async with core.admission.place(ticket):
+                core.plane.route(request.model_name)  # 404 / 503 before the tensors are read
+                neutral = infer_request(request, metadata_value(context, ROUTING_KEY))
+                return answer(await core.plane.infer(neutral))
         finally:
-            admission.finish(ticket, served)
+            core.admission.release(ticket)
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        models = self.core.loaded()
-        m = routes.find(models, request.model_name, request.model_version or None)
-        body, raw, values, misplaced = to_v2(request)
-        outputs = requested_outputs(m, body)
-        x = input_array(m, body, None, raw=raw, values=values)
-        if misplaced:
-            fail(misplaced)
-        y = np.asarray(await models.predict(m.name, x))  # each model has one output
-        return answer(m, request.id, [(spec, binary, y.astype(spec["dtype"], copy=False)) for spec, binary in outputs])
+    @handled(SERVICE, "RepositoryIndex")
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        entries = self.core.changes().index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
+
+    @handled(SERVICE, "RepositoryModelLoad")
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: Any) -> pb.RepositoryModelLoadResponse:
+        await self.core.changes().load(request.model_name, repository_parameters(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @handled(SERVICE, "RepositoryModelUnload")
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        await self.core.changes().unload(request.model_name, repository_parameters(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
 
 
 class Health(health_pb2_grpc.HealthServicer):
@@ -333,13 +365,14 @@ class Health(health_pb2_grpc.HealthServicer):
             return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
         return health_pb2.HealthCheckResponse.SERVING if self.core.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
 
-    @handled(HEALTH, "Check", needs_token=False)
+    @handled(HEALTH, "Check")
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:
         if request.service not in self.SERVICES:
-            fail(f"no service named {request.service[:60]!r}; this server has {SERVICE!r} (and '' for the server)", 404)
+            fail(f"no service named {request.service[:60]!r}; this server has {SERVICE!r} (and '' for the server)",
+                 Kind.NOT_FOUND)
         return health_pb2.HealthCheckResponse(status=self.status(request.service))
 
-    @handled(HEALTH, "List", needs_token=False)
+    @handled(HEALTH, "List")
     async def List(self, request: health_pb2.HealthListRequest, context: Any) -> health_pb2.HealthListResponse:
         response = health_pb2.HealthListResponse()
         for service in self.SERVICES:
@@ -353,8 +386,8 @@ class Health(health_pb2_grpc.HealthServicer):
         try:
             try:
                 request = parsed(health_pb2.HealthCheckRequest, request)
-            except V2Error as e:
-                status = code(e.status)
+            except ServingError as e:
+                status = code(e)
                 await context.abort(status, str(e))
             while True:
                 now = self.status(request.service)
@@ -396,26 +429,18 @@ def register(server: grpc.aio.Server, service: str, servicer: Any) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
 
-def options(settings: Any) -> list[tuple[str, Any]]:
-    """The server's gRPC channel options: several worker processes bind one port; messages up to max_body_bytes.
+def options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """The server's gRPC channel options: several worker processes bind one port; messages up to max_message_bytes.
 
     No ``grpc.max_connection_age_ms``: the periodic GOAWAY it sends broke calls in flight through HAProxy 2.6's
     HTTP/2 backend connections (UNKNOWN, REFUSED_STREAM in harness.rollout); a load balancer that routes each call
     (HAProxy, Envoy) moves calls off a draining replica without it."""
-    return [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.max_body_bytes)]
+    return [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", max_message_bytes)]
 
 
-async def start(models: Any, admission: Any, tokens: Any, drain: Any, settings: Any, host: str, port: int,
-                observe: Observe, deadline_s: float) -> GrpcServer:
-    """Serve both services on host:port (0: a free port) on the running event loop.
-
-    `models`: the worker's service.inference.models.Models, or a callable returning it (None until loaded).
-    `admission`, `tokens` (None: no token needed), `drain`, `settings`: the worker's, as HTTP has them.
-    `observe(method, code, seconds, peer)`: called once per RPC. `deadline_s`: as the HTTP guard's (traffic.timeout).
-    """
-    get_models = models if callable(models) and not hasattr(models, "predict") else (lambda: models)
-    core = Core(get_models, admission, tokens, drain, deadline_s, observe)
-    server = grpc.aio.server(options=options(settings))
+async def start(core: Core, host: str, port: int, max_message_bytes: int) -> GrpcServer:
+    """Serve both services on host:port (0: a free port) on the running event loop."""
+    server = grpc.aio.server(options=options(max_message_bytes))
     register(server, SERVICE, Inference(core))
     register(server, HEALTH, Health(core))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -438,29 +463,22 @@ def record(method: str, status: grpc.StatusCode, seconds: float, peer: str) -> N
     """Count one call in /metrics and write its access-log line, as BentoML does for an HTTP answer."""
     handled_total.labels(grpc_method=method, grpc_code=status.name).inc()
     handling_seconds.labels(grpc_method=method).observe(seconds)
-    client = peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer or "_"
-    access_log.info("%s (scheme=grpc,method=POST,path=%s) (status=%s) %.3fms", client, method, status.name,
-                    seconds * 1000)
+    access_log.write(access_log.grpc_client(peer), ["scheme=grpc", "method=POST", f"path={method}"],
+                     [f"status={status.name}"], seconds)
 
 
 @dataclasses.dataclass
 class Beside:
     """The gRPC server a worker runs beside its HTTP one (service/upstream/server.py starts it once HTTP serves, on the
-    HTTP listener's host, and stops it when HTTP stops accepting): `port`, and the worker's own admission, tokens,
-    drain and settings; `models` returns the worker's loaded models (None before)."""
+    HTTP listener's host, and stops it when HTTP stops accepting); `core()` gives the worker's Core once it exists."""
 
     port: int
-    admission: Any
-    tokens: Any
-    drain: Any
-    settings: Any
-    deadline_s: float
-    models: Callable[[], Any]
+    core: Callable[[], Core]
+    max_message_bytes: int
     server: GrpcServer | None = None
 
     async def start(self, host: str) -> None:
-        self.server = await start(self.models, self.admission, self.tokens, self.drain, self.settings, host, self.port,
-                                  record, self.deadline_s)
+        self.server = await start(self.core(), host, self.port, self.max_message_bytes)
         if not self.server.port:
             raise OSError(f"SERVICE_GRPC_PORT={self.port}: gRPC could not bind {host}:{self.port}")
         log.info("gRPC (Open Inference Protocol v2, grpc.health.v1) on %s:%d", host, self.server.port)
@@ -473,4 +491,4 @@ class Beside:
             return
         if not forced:
             await asyncio.sleep(CLOSING_S)
-        await self.server.stop(0 if forced else self.deadline_s)
+        await self.server.stop(0 if forced else self.core().deadline_s)

@@ -1,4 +1,4 @@
-// Swagger UI for /docs (service/webpage.py): BentoML's swagger-initializer.js, changed so that the
+// Swagger UI for /docs (service/web/docs.html): BentoML's swagger-initializer.js, changed so that the
 // page requests nothing from another origin:
 // * validatorUrl null: Swagger UI's default shows a badge loaded from validator.swagger.io (sending
 //   it this service's spec URL) on every host but localhost;

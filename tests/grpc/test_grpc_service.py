@@ -8,18 +8,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import artifacts
-from service.api.admission import Admission
-from service.api.auth import Tokens
-from service.inference.models import Models
+from service.core import plane as data_plane
+from service.core.admission import Admission
+from service.core.auth import Access, Tokens
 from service.lifecycle import Drain
 from service.settings import Settings
-from service.v2 import routes
 from service.v2.grpc_service import HEALTH, SERVICE
 from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
-from testkit.grpc_servicer import EventLoop, running
+from testkit.grpc_servicer import EventLoop, committed_plane, running
 
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
-VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"] for name in artifacts.MODEL_NAMES}
+VERSION = {name: artifacts.read_metadata(artifacts.serving.default_dir(name))["version"] for name in artifacts.MODEL_NAMES}
 READINGS = [-1000.0, 21.8, 35.7, 55.9, 81.9, 1000.0]
 TOKEN = "test-token-0123456789abcdef"
 Code = grpc.StatusCode
@@ -34,7 +33,7 @@ def loop():
 
 @pytest.fixture(scope="module")
 def models():
-    return Models({m.name: artifacts.MODELS_DIR / m.name for m in artifacts.MODELS}, Settings())
+    return committed_plane()
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +123,7 @@ def test_live_ready_and_metadata_are_the_http_ones(stub, client):
         assert e.code() == Code.NOT_FOUND
         assert e.details() in ("no model named 'resnet'; the models are mnist-fc, mnist-fc-distilled, "
                                "temperature-linear, temperature-mlp",
-                               f"model 'mnist-fc' has no version '1'; it serves version '{VERSION[MNIST]}'")
+                               f"model 'mnist-fc' has no version '1' loaded; it serves {VERSION[MNIST]} (default)")
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["contents", "raw"])
@@ -219,7 +218,7 @@ HOSTILE = {  # case: (request, status, fragment of the message)
     "NaN": (edit(GOOD, lambda r: r.inputs[0].contents.fp64_contents.__setitem__(1, math.nan)), Code.INVALID_ARGUMENT,
             "inputs[0].contents.fp64_contents[1]: expected a finite number, got NaN"),
     "infinity raw": (edit(RAW, lambda r: r.raw_input_contents.__setitem__(0, np.array([1, np.inf]).tobytes())),
-                     Code.INVALID_ARGUMENT, "raw_input_contents[0]: binary value 1 (row-major) is inf"),
+                     Code.INVALID_ARGUMENT, "raw_input_contents[0][1]: expected a finite number, got Infinity"),
     "huge batch": (edit(GOOD, lambda r: r.inputs[0].shape.__setitem__(0, 2**62)), Code.INVALID_ARGUMENT,
                    "the batch (-1 in [-1, 1]) must be 1 to 10,000, got 4611686018427387904"),
     "huge image": (edit(images_request(PIXELS * 0), lambda r: r.inputs[0].shape.__setitem__(2, 2**40)),
@@ -235,7 +234,8 @@ HOSTILE = {  # case: (request, status, fragment of the message)
                       "no model named 'resnet'; the models are mnist-fc, mnist-fc-distilled, temperature-linear, "
                       "temperature-mlp"),
     "unknown version": (edit(GOOD, lambda r: setattr(r, "model_version", VERSION[MLP])), Code.NOT_FOUND,
-                        f"model '{LINEAR}' has no version '{VERSION[MLP]}'; it serves version '{VERSION[LINEAR]}'"),
+                        f"model '{LINEAR}' has no version '{VERSION[MLP]}' loaded; it serves {VERSION[LINEAR]} "
+                        "(default)"),
     "unknown input": (edit(GOOD, lambda r: setattr(r.inputs[0], "name", "images")), Code.INVALID_ARGUMENT,
                       "inputs[0].name: temperature-linear's input is 'readings', got 'images'"),
     "long input name": (edit(GOOD, lambda r: setattr(r.inputs[0], "name", "x" * 100_000)), Code.INVALID_ARGUMENT,
@@ -249,7 +249,7 @@ HOSTILE = {  # case: (request, status, fragment of the message)
     "two inputs": (edit(GOOD, lambda r: r.inputs.append(r.inputs[0])), Code.INVALID_ARGUMENT,
                    "inputs: temperature-linear takes exactly one input, 'readings' (FP64 [-1, 1]); got 2"),
     "no inputs": (pb.ModelInferRequest(model_name=LINEAR), Code.INVALID_ARGUMENT,
-                  "inputs: List should have at least 1 item"),
+                  "inputs: temperature-linear takes exactly one input, 'readings' (FP64 [-1, 1]); got 0"),
     "unknown output": (edit(GOOD, lambda r: r.outputs.add(name="probabilities")), Code.INVALID_ARGUMENT,
                        "outputs[0].name: temperature-linear has no output 'probabilities'; its outputs: celsius"),
     "output twice": (edit(GOOD, lambda r: (r.outputs.add(name="celsius"), r.outputs.add(name="celsius"))),
@@ -302,7 +302,7 @@ def test_message_over_max_body_bytes_is_resource_exhausted(loop, models, mnist_t
 
 
 def test_bearer_tokens_guard_all_but_liveness_readiness_and_health(loop, models):
-    with running(loop, models, tokens=Tokens([TOKEN])) as server:
+    with running(loop, models, access=Access(Tokens([TOKEN]))) as server:
         c = Client(server.target)
         good = (("authorization", f"Bearer {TOKEN}"),)
         assert c.inference.ServerLive(pb.ServerLiveRequest()).live
@@ -352,7 +352,7 @@ def test_a_request_not_answered_within_the_deadline_is_deadline_exceeded(loop, m
 
 
 def test_models_not_loaded_is_unavailable_and_not_ready(loop):
-    with running(loop, lambda: None) as server:
+    with running(loop, data_plane.DataPlane()) as server:
         c = Client(server.target)
         assert not c.inference.ServerReady(pb.ServerReadyRequest()).ready
         assert c.health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -405,9 +405,10 @@ def test_observe_is_called_once_per_rpc_with_its_status(loop, models):
         assert all(0 <= seconds < 30 and peer.startswith('ipv4:127.0.0.1:') for _, _, seconds, peer in server.observed)
 
 
-def test_server_metadata_is_routes(stub):
+def test_server_metadata_is_the_data_planes(stub):
     meta = stub.inference.ServerMetadata(pb.ServerMetadataRequest())
-    assert (meta.name, meta.version, list(meta.extensions)) == (routes.NAME, routes.VERSION, routes.EXTENSIONS)
+    assert (meta.name, meta.version, list(meta.extensions)) == (data_plane.NAME, data_plane.SERVER_VERSION,
+                                                                data_plane.EXTENSIONS)
 
 
 def test_servers_share_a_port(loop, models):

@@ -31,20 +31,40 @@ def by_name(items: list[dict]) -> dict[str, dict]:
     return {item["name"]: item for item in items}
 
 
-def test_the_proto_is_kserves(oip_clients):
-    """Every message and method here is KServe's, unchanged (its SDK adds the model-repository extension's)."""
-    ours = descriptor_pb2.FileDescriptorProto()
-    grpc_predict_v2_pb2.DESCRIPTOR.CopyToProto(ours)
-    ours = MessageToDict(ours)
-    theirs = clients.run(oip_clients, "kserve_descriptor")
-    assert ours["package"] == theirs["package"] == "inference"
-    messages, their_messages = by_name(ours["messageType"]), by_name(theirs["messageType"])
-    assert {name: their_messages.get(name) for name in messages} == messages
-    assert set(their_messages) - set(messages) == {
-        "RepositoryModelLoadRequest", "RepositoryModelLoadResponse",
-        "RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"}
-    [service], [their_service] = ours["service"], theirs["service"]
+REPOSITORY_MESSAGES = {"ModelRepositoryParameter", "RepositoryIndexRequest", "RepositoryIndexResponse",
+                       "RepositoryModelLoadRequest", "RepositoryModelLoadResponse", "RepositoryModelUnloadRequest",
+                       "RepositoryModelUnloadResponse"}
+REPOSITORY_METHODS = {"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
+
+
+def ours() -> dict:
+    proto = descriptor_pb2.FileDescriptorProto()
+    grpc_predict_v2_pb2.DESCRIPTOR.CopyToProto(proto)
+    return MessageToDict(proto)
+
+
+def test_the_proto_is_kserves_but_for_the_repository_extension(oip_clients):
+    """Every message and method here but the model repository extension's is KServe's, unchanged."""
+    mine, theirs = ours(), clients.run(oip_clients, "kserve_descriptor")
+    assert mine["package"] == theirs["package"] == "inference"
+    messages, their_messages = by_name(mine["messageType"]), by_name(theirs["messageType"])
+    kept = {name: m for name, m in messages.items() if name not in REPOSITORY_MESSAGES}
+    assert {name: their_messages.get(name) for name in kept} == kept
+    [service], [their_service] = mine["service"], theirs["service"]
     methods, their_methods = by_name(service["method"]), by_name(their_service["method"])
     assert service["name"] == their_service["name"] == "GRPCInferenceService"
-    assert {name: their_methods.get(name) for name in methods} == methods
-    assert set(their_methods) - set(methods) == {"RepositoryModelLoad", "RepositoryModelUnload"}
+    kept = {name: m for name, m in methods.items() if name not in REPOSITORY_METHODS}
+    assert {name: their_methods.get(name) for name in kept} == kept
+    # KServe's SDK has repository RPCs of the same names with other messages (model_name as field 1): not Triton's
+    assert their_messages["RepositoryModelLoadRequest"] != messages["RepositoryModelLoadRequest"]
+
+
+def test_the_repository_extension_is_tritons(oip_clients):
+    """The model repository extension's messages and methods are Triton's, as tritonclient.grpc sends them."""
+    mine, theirs = ours(), clients.run(oip_clients, "triton_descriptor")
+    messages, their_messages = by_name(mine["messageType"]), by_name(theirs["messageType"])
+    assert {name: their_messages[name] for name in REPOSITORY_MESSAGES} == {
+        name: messages[name] for name in REPOSITORY_MESSAGES}
+    methods = by_name(mine["service"][0]["method"])
+    their_methods = by_name(next(s for s in theirs["service"] if s["name"] == "GRPCInferenceService")["method"])
+    assert {name: their_methods[name] for name in REPOSITORY_METHODS} == {name: methods[name] for name in REPOSITORY_METHODS}

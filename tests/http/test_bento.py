@@ -31,7 +31,7 @@ def bento():
 def test_bento_pins_the_committed_model_versions_onnx_only(bento):
     _, home, info = bento
     models = {m["tag"] for s in info["services"] for m in s["models"]}
-    assert models == {artifacts.store_tag(artifacts.MODELS_DIR / name, "onnx") for name in artifacts.MODEL_NAMES}
+    assert models == {artifacts.store_tag(artifacts.serving.default_dir(name), "onnx") for name in artifacts.MODEL_NAMES}
     for tag in models:  # the lean Bento's models hold the ONNX file alone: no TorchScript weights it never loads
         name, version = tag.split(":")
         files = {p.name for p in (Path(home) / "models" / name / version).iterdir()}
@@ -47,7 +47,7 @@ def test_the_gpu_variant_pins_the_torchscript_entries(tmp_path):
                          env={**env, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(sorted(
-        artifacts.store_tag(artifacts.MODELS_DIR / name, "torchscript") for name in artifacts.MODEL_NAMES))
+        artifacts.store_tag(artifacts.serving.default_dir(name), "torchscript") for name in artifacts.MODEL_NAMES))
 
 
 def test_bento_carries_only_what_it_needs(bento):

@@ -8,7 +8,7 @@ import artifacts
 from testkit.payloads import crafted_png as png_header, encode, png
 
 N = 64  # test images used for the correctness checks
-VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"]
+VERSION = {name: artifacts.read_metadata(artifacts.serving.default_dir(name))["version"]
            for name in (artifacts.MNIST, artifacts.MNIST_DISTILLED)}
 
 

@@ -14,7 +14,7 @@ from testkit.server import serving
 REPO = Path(__file__).resolve().parents[2]
 
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
-VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"] for name in artifacts.MODEL_NAMES}
+VERSION = {name: artifacts.read_metadata(artifacts.serving.default_dir(name))["version"] for name in artifacts.MODEL_NAMES}
 READINGS = [-1000.0, 21.8, 35.7, 55.9, 81.9, 1000.0]
 TOKEN = "test-token-0123456789abcdef"
 
@@ -89,8 +89,8 @@ def test_kserve_grpc_client(server, expected, oip_clients):
             assert result["id"] == f"{name}-{raw}"
     wrong_version = results[-1]
     assert (wrong_version["ok"], wrong_version["code"]) == (False, "NOT_FOUND")
-    assert wrong_version["message"] == (f"model '{LINEAR}' has no version '{VERSION[MLP]}'; "
-                                        f"it serves version '{VERSION[LINEAR]}'")
+    assert wrong_version["message"] == (f"model '{LINEAR}' has no version '{VERSION[MLP]}' loaded; "
+                                        f"it serves {VERSION[LINEAR]} (default)")
 
 
 def test_kserve_grpc_client_with_a_token(expected, oip_clients):

@@ -21,14 +21,14 @@ EXIT_WITHIN_S = 30
 def test_a_tampered_model_in_the_store_stops_the_server(tmp_path):
     home = tempfile.mkdtemp(prefix="bentoml-home-tamper-")
     env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
-    subprocess.run([sys.executable, "-c", "import artifacts; artifacts.ensure_registered('onnx')"],
+    version = artifacts.serving.read().models[artifacts.MNIST].default
+    subprocess.run([sys.executable, "-c", f"import artifacts; artifacts.locate('mnist-fc', '{version}', 'onnx')"],
                    cwd=REPO, env=env, check=True)
-    name, version = artifacts.store_tag(REPO / "models" / "mnist-fc", "onnx").split(":")
-    tampered = Path(home) / "models" / name / version / "model.onnx"
+    tampered = Path(home) / "models" / "mnist-fc-onnx" / version / "model.onnx"
     tampered.write_bytes(tampered.read_bytes()[:-1] + b"\0")
     status, text = exit_status(REPO, {"BENTOML_HOME": home}, EXIT_WITHIN_S)
     assert status not in (None, 0), text[-3000:]
-    assert "model mnist-fc cannot be served" in text and f"{tampered}: sha256" in text, text[-3000:]
+    assert f"model mnist-fc version {version} cannot be served" in text and f"{tampered}: sha256" in text, text[-3000:]
 
 
 @pytest.mark.parametrize("change,message", [
@@ -40,19 +40,25 @@ def test_a_model_whose_spec_does_not_fit_its_endpoint_stops_the_server(tmp_path,
     repo.mkdir()
     for entry in ("service", "artifacts", "bentofile.yaml"):
         (shutil.copytree if (REPO / entry).is_dir() else shutil.copy2)(REPO / entry, repo / entry)
-    for m in artifacts.MODELS:  # the model files as links: only the metadata differs
-        (repo / "models" / m.name).mkdir(parents=True)
-        for f in (REPO / "models" / m.name).iterdir():
+    serving = artifacts.serving.read()
+    (repo / "models").mkdir()
+    shutil.copy2(artifacts.serving.SERVING_FILE, repo / "models" / "serving.json")
+    for name, entry in serving.models.items():  # the model files as links: only the metadata differs
+        folder = repo / "models" / name / entry.default
+        folder.mkdir(parents=True)
+        for f in artifacts.version_dir(name, entry.default).iterdir():
             if f.is_file():
-                (repo / "models" / m.name / f.name).symlink_to(f)
-    path = repo / "models" / artifacts.MNIST_DISTILLED / artifacts.METADATA_FILE
+                (folder / f.name).symlink_to(f)
+    path = repo / "models" / artifacts.MNIST_DISTILLED / serving.models[artifacts.MNIST_DISTILLED].default / \
+        artifacts.METADATA_FILE
     metadata = json.loads(path.read_text())
     metadata["inputs"][0].update(change)
     path.unlink()
     path.write_text(json.dumps(metadata))
     status, text = exit_status(repo, within=EXIT_WITHIN_S)
     assert status not in (None, 0), text[-3000:]
-    assert f"model {artifacts.MNIST_DISTILLED} cannot be served" in text and message in text, text[-3000:]
+    assert f"model {artifacts.MNIST_DISTILLED} version" in text and "cannot be served" in text, text[-3000:]
+    assert message in text, text[-3000:]
 
 
 def test_a_worker_that_dies_after_start_is_replaced():

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import artifacts
+
 from expected import celsius
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,4 +80,5 @@ def test_bentoml_client_chooses_the_digit_model_and_metrics_count_each_models_ba
         a = a if isinstance(a, dict) else a.model_dump()
         assert a["model"] == "mnist-fc-distilled"
     # 1 + 3 + 1 images, counted under the distilled model's label (the committee's batcher saw none of them)
-    assert 'model_batch_images_sum{model="mnist-fc-distilled"} 5.0' in httpx.get(f"{url}/metrics").text
+    distilled = artifacts.serving.read().models["mnist-fc-distilled"].default
+    assert f'model_batch_images_sum{{model="mnist-fc-distilled",version="{distilled}"}} 5.0' in httpx.get(f"{url}/metrics").text

@@ -13,7 +13,7 @@ import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
-VERSION = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name)["version"] for name in artifacts.MODEL_NAMES}
+VERSION = {name: artifacts.read_metadata(artifacts.serving.default_dir(name))["version"] for name in artifacts.MODEL_NAMES}
 READINGS = np.array([[-1000.0], [21.8], [35.7], [55.9], [81.9], [1000.0]])
 
 

@@ -14,12 +14,14 @@ from starlette.testclient import TestClient
 
 import artifacts
 from service.api.errors import ERROR_SCHEMA
-from service.v2 import routes as v2, schemas as v2_schemas, tensors as v2_tensors
+from service.core import plane as data_plane
+from service.core.errors import ServingError
+from service.v2 import rest as v2, schemas as v2_schemas
 DIGIT_MODELS = {choice: m.name for choice, m in artifacts.choices(artifacts.DIGITS).items()}
 
 REPO = Path(__file__).resolve().parents[2]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST
-MODELS = {name: artifacts.read_metadata(artifacts.MODELS_DIR / name) for name in artifacts.MODEL_NAMES}
+MODELS = {name: artifacts.read_metadata(artifacts.serving.default_dir(name)) for name in artifacts.MODEL_NAMES}
 VERSION = {name: m["version"] for name, m in MODELS.items()}
 HEADER = "Inference-Header-Content-Length"
 ERROR = jsonschema_rs.validator_for(ERROR_SCHEMA)
@@ -95,7 +97,8 @@ def mnist_batch(mnist_test_images, n: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 def test_server_metadata_and_health(http, docs):
     meta = http.get("/v2").json()
-    assert meta == {"name": "thermo-digits", "version": v2.VERSION, "extensions": ["binary_tensor_data"]}
+    assert meta == {"name": "thermo-digits", "version": data_plane.SERVER_VERSION,
+                    "extensions": ["binary_tensor_data", "model_repository"]}
     schema_validator(docs, "V2ServerMetadata").validate(meta)
     assert http.get("/v2/health/live").json() == {"live": True}
     assert http.get("/v2/health/ready").json() == {"ready": True}
@@ -121,14 +124,14 @@ def test_model_metadata_comes_from_metadata_json(http, docs, name):
 @pytest.mark.parametrize("suffix", ["", "/ready"])
 def test_unknown_model_or_version_is_404_naming_what_exists(http, suffix):
     assert_error(http.get(f"/v2/models/resnet{suffix}"), 404, "'resnet'", "mnist-fc, mnist-fc-distilled, temperature-linear, temperature-mlp")
-    assert_error(http.get(f"/v2/models/{MNIST}/versions/1{suffix}"), 404, "no version '1'", VERSION[MNIST])
+    assert_error(http.get(f"/v2/models/{MNIST}/versions/1{suffix}"), 404, "no version '1' loaded", VERSION[MNIST])
     # another model's version is not this model's
     assert_error(http.get(f"/v2/models/{MNIST}/versions/{VERSION[LINEAR]}{suffix}"), 404, VERSION[MNIST])
 
 
 def test_unknown_model_or_version_on_infer_is_404(http):
     assert_error(infer(http, "resnet", readings([1.0])), 404, "no model named 'resnet'")
-    assert_error(infer(http, LINEAR, readings([1.0]), version=VERSION[MLP]), 404, f"serves version '{VERSION[LINEAR]}'")
+    assert_error(infer(http, LINEAR, readings([1.0]), version=VERSION[MLP]), 404, f"serves {VERSION[LINEAR]} (default)")
     assert_error(http.get(f"/v2/models/{MNIST}/infer"), 405)
 
 
@@ -198,7 +201,7 @@ def test_body_may_repeat_the_paths_model_name_and_version(http):
                  f"model_version: the body names version '{VERSION[MLP]}' but the path names '{VERSION[LINEAR]}'")
     # where the path names no version, the body's stands in its place: 404 as for a path
     assert_error(infer(http, LINEAR, {**T, "model_version": "1"}), 404,
-                 f"model '{LINEAR}' has no version '1'; it serves version '{VERSION[LINEAR]}'")
+                 f"model '{LINEAR}' has no version '1' loaded; it serves {VERSION[LINEAR]} (default)")
     assert_error(infer(http, LINEAR, {**T, "model_name": 7}), 400, "model_name: Input should be a valid string")
     assert_error(infer(http, LINEAR, {**T, "model_version": None}), 400, "model_version: Input should be a valid string")
 
@@ -372,9 +375,9 @@ BAD_BINARY = {  # case: (model, body, header value, fragments of the error)
     "data and binary_data_size": (LINEAR, *binary_case(sized(16, data=[1.0, 2.0]), BINARY),
                                   ("has both data and parameters.binary_data_size",)),
     "NaN in the bytes": (LINEAR, *binary_case(HEAD, np.array([1.0, np.nan]).tobytes()),
-                         ("binary value 1 (row-major) is nan",)),
+                         ("inputs[0][1]: expected a finite number, got NaN",)),
     "pixel 255 in the bytes": (MNIST, *binary_case({"inputs": [{**NO_DATA, "parameters": {"binary_data_size": 3136}}]},
-                                                   PIXELS.tobytes()), ("data[10]: 255 is outside the model's input range",)),
+                                                   PIXELS.tobytes()), ("inputs[0][10]: 255 is outside the model's input range",)),
 }
 
 
@@ -433,8 +436,7 @@ def test_docs_document_every_v2_route_and_status(docs):
             for code in codes - {"200"}:
                 assert op["responses"][code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
             for param in op["parameters"]:
-                assert param["schema"]["enum"] == ([*artifacts.MODEL_NAMES] if param["name"] == "name"
-                                                   else sorted(VERSION.values()))
+                assert param["schema"].get("enum") == ([*artifacts.MODEL_NAMES] if param["name"] == "name" else None)
     tensor = docs["components"]["schemas"]["V2RequestInput"]["properties"]
     assert tensor["name"]["enum"] == ["images", "readings"] and tensor["datatype"]["enum"] == ["FP32", "FP64"]
     text = json.dumps({k: v for k, v in docs["components"]["schemas"].items() if k.startswith("V2")})
@@ -445,7 +447,7 @@ def test_docs_document_every_v2_route_and_status(docs):
 
 
 def test_not_ready_is_503_except_live(monkeypatch):
-    monkeypatch.setattr(bentoml, "get_current_service", lambda: None)
+    monkeypatch.setattr(bentoml, "get_current_service", lambda: None)  # no service instance yet
     with TestClient(Starlette(routes=v2.ROUTES)) as client:
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2").status_code == 200
@@ -455,37 +457,43 @@ def test_not_ready_is_503_except_live(monkeypatch):
 
 
 def test_split_body():
-    assert v2_tensors.split_body(b"{}", None) == (b"{}", None)
-    assert v2_tensors.split_body(b"{}abc", "2") == (b"{}", b"abc")
-    assert v2_tensors.split_body(b"{}", "2") == (b"{}", b"")
+    assert v2.split_body(b"{}", None) == (b"{}", None)
+    assert v2.split_body(b"{}abc", "2") == (b"{}", b"abc")
+    assert v2.split_body(b"{}", "2") == (b"{}", b"")
     for header in ("", "x", "1.5", "-2", "1" * 13, "\u0663"):  # "\u0663": an Arabic-Indic three
-        with pytest.raises(v2_tensors.V2Error, match="must be the JSON part's length"):
-            v2_tensors.split_body(b"{}", header)
+        with pytest.raises(ServingError, match="must be the JSON part's length"):
+            v2.split_body(b"{}", header)
 
 
 def test_leaves_and_positions():
-    assert v2_tensors.leaves([1, 2, 3, 4], [2, 2], "d") == [1, 2, 3, 4]
-    assert v2_tensors.leaves([[1, 2], [3, 4]], [2, 2], "d") == [1, 2, 3, 4]
-    assert v2_tensors.leaves([[[1], [2]], [[3], [4]]], [2, 2, 1], "d") == [1, 2, 3, 4]
-    with pytest.raises(v2_tensors.V2Error, match=r"d\[1\]\[0\]: nested data must follow shape \[2, 2, 1\]"):
-        v2_tensors.leaves([[[1], [2]], [[3, 4], [4]]], [2, 2, 1], "d")
-    assert v2_tensors.position(5, None) == "[5]" and v2_tensors.position(5, [2, 3]) == "[1][2]" and v2_tensors.position(0, []) == ""
+    assert v2.leaves([1, 2, 3, 4], [2, 2], "d") == [1, 2, 3, 4]
+    assert v2.leaves([[1, 2], [3, 4]], [2, 2], "d") == [1, 2, 3, 4]
+    assert v2.leaves([[[1], [2]], [[3], [4]]], [2, 2, 1], "d") == [1, 2, 3, 4]
+    with pytest.raises(ServingError, match=r"d\[1\]\[0\]: nested data must follow shape \[2, 2, 1\]"):
+        v2.leaves([[[1], [2]], [[3, 4], [4]]], [2, 2, 1], "d")
+
+
+def json_input(data, shape) -> v2.JsonInput:
+    return v2.JsonInput(v2_schemas.V2RequestInput(name="d", shape=shape, datatype="FP64", data=data), "d")
 
 
 def test_numbers():
-    np.testing.assert_array_equal(v2_tensors.numbers([1, 2.5, -3], None, "d"), [1, 2.5, -3])
+    np.testing.assert_array_equal(json_input([1, 2.5, -3], [3]).as_numpy(), [1, 2.5, -3])
+    nested = json_input([[0.0, 1.0], [2.0, 3.0]], [2, 2])
+    nested.as_numpy()
+    assert nested.position(3) == "[1][1]" and json_input([1], [1]).position(5) == "[5]"
     for value, text in ((True, "true"), (None, "null"), ("1", "a string"), (float("nan"), "NaN"),
                         (float("-inf"), "-Infinity"), (10**400, "a number beyond the float range"), ([1], "a list")):
-        with pytest.raises(v2_tensors.V2Error, match=rf"d\[0\]\[1\]: expected a finite number, got {text}"):
-            v2_tensors.numbers([0.0, value], [1, 2], "d")
+        with pytest.raises(ServingError, match=rf"d.data\[0\]\[1\]: expected a finite number, got {text}"):
+            json_input([[0.0, value]], [1, 2]).as_numpy()
 
 
 def test_check_declared_shape():
     spec = {"shape": [-1, 1, 28, 28]}
-    v2_tensors.check_declared_shape([3, 1, 28, 28], spec, 1024, "x")
+    data_plane.check_declared_shape([3, 1, 28, 28], spec, 1024, "x")
     for shape in ([3, 1, 28], [3, 2, 28, 28], [0, 1, 28, 28], [1025, 1, 28, 28], [3, 1, 28, 28, 1]):
-        with pytest.raises(v2_tensors.V2Error):
-            v2_tensors.check_declared_shape(shape, spec, 1024, "x")
+        with pytest.raises(ServingError):
+            data_plane.check_declared_shape(shape, spec, 1024, "x")
 
 
 def test_pydantic_fails_fast_on_repeated_bad_items():

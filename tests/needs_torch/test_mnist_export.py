@@ -1,7 +1,6 @@
 """MNIST export: parity on all 10,000 test images, and the committed model is the one its metadata describes."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -13,7 +12,7 @@ from training import export
 from training.mnist_model import MnistFC, Probabilities
 
 
-COMMITTED = Path(__file__).resolve().parents[2] / "models" / "mnist-fc"
+COMMITTED = artifacts.serving.default_dir(artifacts.MNIST)
 
 
 @pytest.fixture(scope="module")

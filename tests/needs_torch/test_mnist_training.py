@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import artifacts
 import pytest
 import torch
 
@@ -169,7 +170,7 @@ def test_a_distilled_student_learns_from_its_teacher(tmp_path):
     assert result["training_seconds"] > sum(h["seconds"] for h in result["history"])
 
 
-SERVED = Path(__file__).resolve().parents[2] / "models" / "mnist-fc"
+SERVED = artifacts.serving.default_dir(artifacts.MNIST)
 
 
 def test_an_exported_teacher_gives_back_the_uncalibrated_average():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import artifacts
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ from harness import cuda
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = os.environ.get("MNIST_DATA_ROOT", str(REPO.parent / "shared" / "data" / "mnist"))
-SERVED = REPO / "models" / "mnist-fc"
+SERVED = artifacts.serving.default_dir(artifacts.MNIST)
 
 
 def test_parity_reports_a_changed_answer_and_a_large_difference():

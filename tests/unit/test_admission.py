@@ -1,4 +1,4 @@
-"""service/api/admission.py with a fake clock: FIFO places, the floor, refusal only once the queue's head has waited the target, and the caps."""
+"""service/core/admission.py with a fake clock: FIFO places, the floor, refusal only once the queue's head has waited the target, and the caps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.api.admission import Admission
+from service.core.admission import Admission
 
 
 class Clock:

@@ -13,7 +13,7 @@ DIGITS_OUT = TensorSpec("probabilities", "float32", (-1, 10))
 
 
 def committed(name: str) -> dict:
-    return artifacts.read_metadata(artifacts.MODELS_DIR / name)
+    return artifacts.read_metadata(artifacts.serving.default_dir(name))
 
 
 @pytest.mark.parametrize("name", artifacts.MODEL_NAMES)
@@ -62,7 +62,7 @@ def test_exactly_one_input_and_output():
 
 def test_verify_one_backend_file_ignores_the_other(tmp_path):
     folder = tmp_path / "m"
-    shutil.copytree(artifacts.MODELS_DIR / artifacts.TEMPERATURE_LINEAR, folder)
+    shutil.copytree(artifacts.serving.default_dir(artifacts.TEMPERATURE_LINEAR), folder)
     (folder / "model.pt").unlink()  # what a store entry for ONNX holds
     artifacts.verify(folder, only=("model.onnx",))
     with pytest.raises(ArtifactError, match="model.pt: listed in metadata.json but missing"):
@@ -74,7 +74,7 @@ def test_verify_one_backend_file_ignores_the_other(tmp_path):
 
 def test_metadata_whose_version_does_not_match_its_checksums_is_refused(tmp_path):
     folder = tmp_path / "m"
-    shutil.copytree(artifacts.MODELS_DIR / artifacts.TEMPERATURE_LINEAR, folder)
+    shutil.copytree(artifacts.serving.default_dir(artifacts.TEMPERATURE_LINEAR), folder)
     metadata = json.loads((folder / "metadata.json").read_text())
     metadata["files"]["model.onnx"] = "0" * 64
     (folder / "metadata.json").write_text(json.dumps(metadata))
@@ -83,7 +83,7 @@ def test_metadata_whose_version_does_not_match_its_checksums_is_refused(tmp_path
 
 
 def test_store_tags_name_the_backend():
-    folder = artifacts.MODELS_DIR / artifacts.MNIST
+    folder = artifacts.serving.default_dir(artifacts.MNIST)
     version = committed(artifacts.MNIST)["version"]
     assert artifacts.store_tag(folder, "onnx") == f"mnist-fc-onnx:{version}"
     assert artifacts.store_tag(folder, "torchscript") == f"mnist-fc-torchscript:{version}"
@@ -96,7 +96,7 @@ def test_the_served_digit_model_reproduces_the_accuracy_its_metadata_reports(mni
     import onnxruntime as ort
 
     images, labels = mnist_test_images
-    folder = artifacts.MODELS_DIR / artifacts.MNIST
+    folder = artifacts.serving.default_dir(artifacts.MNIST)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     x = (images.astype(np.float32) / 255).reshape(-1, 1, 28, 28)
     p = np.concatenate([session.run(None, {"images": x[i:i + 2500]})[0] for i in range(0, len(x), 2500)])

@@ -32,7 +32,7 @@ def images(n: int, start: float = 0) -> np.ndarray:
 def test_a_lone_call_runs_at_once_alone():
     model = Model()
     seen = []
-    batcher = Batcher(model, max_batch=64, observe=lambda i, r: seen.append((i, r)))
+    batcher = Batcher(model, max_batch=64, observe=lambda x, y, r: seen.append((len(x), r)))
 
     async def run():
         return await batcher(images(1, 7))
@@ -44,7 +44,7 @@ def test_a_lone_call_runs_at_once_alone():
 def test_calls_made_together_share_one_model_call_and_get_their_own_rows():
     model = Model()
     seen = []
-    batcher = Batcher(model, max_batch=64, observe=lambda i, r: seen.append((i, r)))
+    batcher = Batcher(model, max_batch=64, observe=lambda x, y, r: seen.append((len(x), r)))
 
     async def run():
         return await asyncio.gather(*(batcher(images(k + 1, 10 * k)) for k in range(5)))

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from service.api import routes
-from service.api.admission import Admission
+from service.core.admission import Admission
 from service.api.errors import ErrorShape
 from service.api.guard import TICKET, Guard
 

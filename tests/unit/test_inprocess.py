@@ -36,9 +36,9 @@ def test_digit_and_digits_in_process(svc, mnist_test_images):
 
 
 def test_describe_reports_backend_device_and_versions(svc):
-    models = svc.models.describe()["models"]
+    models = svc.plane.describe()["models"]
     assert {m["backend"] for m in models.values()} == {"onnx"}
-    assert all(len(m["version"]) == 16 for m in models.values())
+    assert all(len(m["version"]) == 16 and m["roles"] == {m["version"]: ["default"]} for m in models.values())
 
 
 def test_a_started_worker_runs_full_garbage_collections_a_tenth_as_often(svc):

@@ -277,12 +277,12 @@ def test_grpc_is_served_and_admitted(manifests):
 
 
 def test_probe_routes_answer_without_a_token(manifests, client):
-    from service.api.auth import protects
+    from service.api.access import scope_of
 
     paths = {server(manifests)[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")
              if "httpGet" in server(manifests)[p]}
     for path in paths:
-        assert client.get(path).status_code == 200 and not protects(path), path
+        assert client.get(path).status_code == 200 and scope_of(path) is None, path
 
 
 def test_env_vars_are_ones_the_service_reads(manifests):

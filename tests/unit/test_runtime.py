@@ -1,7 +1,6 @@
 """Device selection (tested on CPU with an injected probe), model loading with its spec check, and TorchScript vs ONNX Runtime."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import artifacts
 from service.inference import runtime
 from service.settings import Settings
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript"])
@@ -30,16 +29,16 @@ def test_the_real_probe_finds_no_cuda_on_this_cpu_machine():
 
 
 def test_load_checks_the_spec_of_the_models_task(tmp_path):
-    m = runtime.load(MODELS / "mnist-fc", Settings(), "cpu", artifacts.DIGITS)
+    m = runtime.load(artifacts.serving.default_dir("mnist-fc"), Settings(), "cpu", artifacts.DIGITS)
     assert m.predict(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 10)
     wrong = artifacts.Task("digits", artifacts.TensorSpec("images", "float32", (-1, 784)), artifacts.DIGITS.output, 1)
     with pytest.raises(artifacts.ArtifactError, match=r"input is images float32 \[-1, 1, 28, 28\], but the service uses"):
-        runtime.load(MODELS / "mnist-fc", Settings(), "cpu", wrong)
+        runtime.load(artifacts.serving.default_dir("mnist-fc"), Settings(), "cpu", wrong)
 
 
 def test_load_refuses_a_tampered_model(tmp_path):
     copy = tmp_path / "m"
-    shutil.copytree(MODELS / "temperature-linear", copy)
+    shutil.copytree(artifacts.serving.default_dir("temperature-linear"), copy)
     (copy / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(artifacts.ArtifactError, match="model.onnx"):
         runtime.load(copy, Settings(), "cpu")
@@ -47,7 +46,7 @@ def test_load_refuses_a_tampered_model(tmp_path):
 
 def test_onnx_loads_without_the_torchscript_file(tmp_path):
     copy = tmp_path / "m"
-    shutil.copytree(MODELS / "temperature-linear", copy)
+    shutil.copytree(artifacts.serving.default_dir("temperature-linear"), copy)
     (copy / "model.pt").unlink()  # what the lean image's store entry holds
     m = runtime.load(copy, Settings(), "cpu")
     assert m.backend == "onnx" and m.predict(np.array([[35.7]])).shape == (1, 1)
@@ -56,7 +55,7 @@ def test_onnx_loads_without_the_torchscript_file(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_onnx_session_uses_the_thread_setting(threads):
     # The default (1) leaves the event loop a core of its own; ONNX Runtime's own default is one per core.
-    m = runtime.load(MODELS / "temperature-linear", Settings(threads=threads), "cpu")
+    m = runtime.load(artifacts.serving.default_dir("temperature-linear"), Settings(threads=threads), "cpu")
     options = m.predict.session.get_session_options()
     assert options.intra_op_num_threads == threads
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from service.api import auth
+from service.core import auth
 from service.inference import images
 from service.settings import Settings
 

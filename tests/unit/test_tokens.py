@@ -1,4 +1,4 @@
-"""service/api/auth.py: where tokens come from, which are accepted, what a refusal says, and what the ASGI middleware answers."""
+"""service/core/auth.py and service/api/access.py: where tokens come from, which scope each grants, what a refusal says, and what the ASGI middleware answers."""
 
 import asyncio
 import json
@@ -6,13 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.api.auth import AUTHORIZED, BearerAuth, Tokens, protects
+from service.api.access import AUTHORIZED, BearerAuth, scope_of
+from service.core.auth import ADMIN, PREDICT, Access, Tokens
+from service.core.errors import Kind, ServingError
 
 A, B = "first-token-0123456789", "second-token-abcdefghij"
 
 
-def settings(tokens: str = "", file: str = "") -> SimpleNamespace:
-    return SimpleNamespace(api_tokens=tokens, api_tokens_file=file)
+def settings(tokens: str = "", file: str = "", admin: str = "") -> SimpleNamespace:
+    return SimpleNamespace(api_tokens=tokens, api_tokens_file=file, admin_tokens=admin, admin_tokens_file="")
 
 
 def test_no_token_configured_means_none_needed():
@@ -61,20 +63,52 @@ def test_a_bad_token_source_is_refused_naming_the_variable_never_the_token(tmp_p
     (b"bearer  " + B.encode() + b" \t", None),  # the scheme is case-insensitive; spaces around are not the token
 ])
 def test_refusals(header, verdict):
-    refusal = Tokens([A, B]).refusal(header)
+    access = Access(Tokens([A, B]))
     if verdict is None:
-        assert refusal is None
-    else:
-        assert verdict in refusal.message and A not in refusal.message
-        assert refusal.challenge.startswith('Bearer realm="thermo-digits"')
+        access.check(header, PREDICT)
+        return
+    with pytest.raises(ServingError) as e:
+        access.check(header, PREDICT)
+    assert e.value.kind is Kind.UNAUTHENTICATED
+    assert verdict in str(e.value) and A not in str(e.value)
+    assert dict(e.value.headers)["www-authenticate"].startswith('Bearer realm="thermo-digits"')
 
 
-def test_only_probes_metrics_and_the_page_are_open():
+C = "admin-token-0123456789abcdef"
+
+
+def refusal(access: Access, token: str | None, scope: str) -> Kind | None:
+    try:
+        access.check(None if token is None else f"Bearer {token}".encode(), scope)
+    except ServingError as e:
+        return e.kind
+    return None
+
+
+def test_an_admin_token_grants_both_scopes_a_prediction_token_only_predictions():
+    access = Access(Tokens([A]), Tokens([C]))
+    assert refusal(access, A, PREDICT) is None and refusal(access, C, PREDICT) is None
+    assert refusal(access, C, ADMIN) is None
+    assert refusal(access, A, ADMIN) is Kind.FORBIDDEN  # insufficient scope
+    assert refusal(access, B, ADMIN) is Kind.UNAUTHENTICATED and refusal(access, None, ADMIN) is Kind.UNAUTHENTICATED
+
+
+def test_with_no_admin_token_configured_model_changes_are_off():
+    for predict in (None, Tokens([A])):
+        access = Access(predict, None)
+        assert refusal(access, A, ADMIN) is Kind.FORBIDDEN and refusal(access, None, ADMIN) is Kind.FORBIDDEN
+    assert refusal(Access(None, Tokens([C])), None, PREDICT) is None  # predictions stay open without their tokens
+    assert Access.from_settings(settings(admin=C)).admin.valid(C)
+
+
+def test_scopes_of_paths():
     for path in ("/", "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/ready", "/web/app.js", "/docs"):
-        assert not protects(path), path
+        assert scope_of(path) is None, path
     for path in ("/temperature", "/digit", "/metadata", "/docs.json", "/schema.json", "/v2", "/v2/models/mnist-fc",
-                 "/v2/models/mnist-fc/infer", "/no-such-route", "/web", "/webx"):
-        assert protects(path), path
+                 "/v2/models/mnist-fc/infer", "/no-such-route", "/web", "/webx", "/v2/repositoryx"):
+        assert scope_of(path) == PREDICT, path
+    for path in ("/v2/repository/index", "/v2/repository/models/mnist-fc/load", "/v2/repository"):
+        assert scope_of(path) == ADMIN, path
 
 
 def call(middleware, path="/digit", headers=(), scope_extra=None):
@@ -96,11 +130,12 @@ def call(middleware, path="/digit", headers=(), scope_extra=None):
 
 
 def test_the_middleware_answers_401_in_the_error_shape_without_reading_the_body():
-    tokens = Tokens([A])
-    status, headers, body = call(lambda app: BearerAuth(app, tokens))
+    access = Access(Tokens([A]))
+    status, headers, body = call(lambda app: BearerAuth(app, access))
     assert status == 401 and headers[b"www-authenticate"].startswith(b"Bearer")
     assert json.loads(body) == {"error": "this route needs a bearer token: send the header Authorization: Bearer <token>"}
-    assert call(lambda app: BearerAuth(app, tokens), headers=[(b"authorization", f"Bearer {A}".encode())])[0] == 200
-    assert call(lambda app: BearerAuth(app, tokens), path="/readyz")[0] == 200
-    assert call(lambda app: BearerAuth(app, tokens), scope_extra={AUTHORIZED: True})[0] == 200  # the door decided
-    assert call(lambda app: BearerAuth(app, None))[0] == 200  # no tokens configured
+    assert call(lambda app: BearerAuth(app, access), headers=[(b"authorization", f"Bearer {A}".encode())])[0] == 200
+    assert call(lambda app: BearerAuth(app, access), path="/readyz")[0] == 200
+    assert call(lambda app: BearerAuth(app, access), scope_extra={AUTHORIZED: True})[0] == 200  # the door decided
+    assert call(lambda app: BearerAuth(app, Access(None)))[0] == 200  # no tokens configured
+    assert call(lambda app: BearerAuth(app, Access(None)), path="/v2/repository/index")[0] == 403  # changes are off

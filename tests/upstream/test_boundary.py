@@ -9,7 +9,7 @@ SERVICE = Path(__file__).resolve().parents[2] / "service"
 PRIVATE_MODULES = ("_bentoml_impl", "_bentoml_sdk", "bentoml._internal", "uvicorn.config", "uvicorn.protocols",
                    "uvicorn.server", "opentelemetry")
 PRIVATE_NAMES = {"_start_asgi_task", "_local_call", "_srcfile", "__attrs_attrs__", "HTTP_PROTOCOLS", "LOOP_FACTORIES",
-                 "_setup", "parse_request", "openapi_spec", "middlewares", "mime_type", "freeze", "set_threshold",
+                 "_setup", "parse_request", "middlewares", "mime_type", "freeze", "set_threshold",
                  "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"}
 OUTSIDE = sorted(p for p in SERVICE.rglob("*.py") if "upstream" not in p.relative_to(SERVICE).parts)
 

@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service.upstream import door
-from service.api.admission import Admission, Ticket
+from service.core.admission import Admission, Ticket
 from service.upstream.door import Door
 from service.api.guard import TICKET
 
@@ -87,7 +87,7 @@ def connection():
 
     async def make(admission: Admission, max_body: int = 1000, max_header: int = 0, tokens=None):
         cls = type("TestDoor", (Door,), {"admission": admission, "max_body_bytes": max_body, "max_header_bytes": max_header,
-                                         "tokens": tokens, "metrics": Recorder(), "access": Recorder()})
+                                         "auth": tokens, "metrics": Recorder(), "access": Recorder()})
         app = App()
         config = uvicorn.config.Config(app, http=cls, lifespan="off", log_config=None)
         config.load()
@@ -253,11 +253,11 @@ def test_a_head_over_the_limit_is_431_and_the_connection_closed(connection, whol
 
 
 def test_a_missing_token_is_401_at_the_door_before_admission(connection):
-    from service.api.auth import Tokens
+    from service.core.auth import Access, Tokens
 
     async def run():
         admission, ticket = full()  # a worker that would refuse: the token is asked first
-        protocol, transport, app = await connection(admission, tokens=Tokens(["a-token-of-sixteen-chars"]))
+        protocol, transport, app = await connection(admission, tokens=Access(Tokens(["a-token-of-sixteen-chars"])))
         protocol.data_received(post(b"{}"))
         protocol.data_received(post(b"{}", extra=b"Authorization: Bearer a-token-of-sixteen-chars\r\n"))
         await asyncio.sleep(0.05)

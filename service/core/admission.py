@@ -18,8 +18,19 @@ A worker serves up to ``concurrency`` requests at once; the rest wait in a FIFO 
 * hard caps: ``max_requests`` held (queued, served or still being received) and ``max_bytes`` of bodies
   held (bodies are read whole before parsing: memory in a burst).
 
+One sequence for every transport: ``enter(size, timeout)`` refuses (a ``ServingError``, 429 with
+``retry-after``) or admits, as soon as a request's size is known and before its body is read; ``async with
+place(ticket)`` waits first-in first-out for one of the places, serves the block, and always finishes the ticket;
+the request's deadline (``timeout`` seconds from ``enter``: BentoML's ``traffic.timeout``) ends the wait or the
+block with a ``ServingError`` (504) unless the answer has begun (``answering(ticket)``). ``release(ticket)`` is the
+safety net of a request that never reached ``place`` (idempotent).
+
+Background work (a shadow version's copy of a request) gives way first: ``background()`` hands out a place only
+while no request waits in the queue, fewer than ``concurrency`` are served and fewer than ``concurrency // 4``
+background places are out; otherwise None, and the work is skipped. It never holds a request's place.
+
 The decision is docs/decisions/admission.md's. This module does no I/O; the door
-(service/upstream/door.py) and the guard (service/api/guard.py) call it per request, and its tests use a
+(service/upstream/door.py), the HTTP guard (service/api/guard.py) and the gRPC servicer call it, and its tests use a
 fake clock.
 """
 
@@ -27,18 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import AsyncIterator, Callable, Iterator
+
+from service.core.errors import RETRY_AFTER, Kind, ServingError
 
 
 @dataclass
 class Ticket:
-    """One admitted request: its size in body bytes, and how long it queued."""
+    """One admitted request: its size in body bytes, its deadline, and how long it queued."""
 
     size: int
+    deadline: float | None = None  # asyncio loop time by which its answer must have begun (None: none)
+    timeout: float | None = None  # the seconds that deadline was set from (for the message)
     queued_s: float = 0.0  # how long it waited in the queue for a place
     done: bool = False  # finish() has counted it
+    timer: asyncio.Timeout | None = None  # the deadline while the request is served (place)
 
 
 class Admission:
@@ -56,6 +73,8 @@ class Admission:
         self.serving = 0
         self.bytes = 0
         self.finished = 0  # requests served so far: the service rate is measured with it
+        self.background_places = 0  # background work under way (background())
+        self.max_background = max(1, concurrency // 4)
         # the queue: (when each entered it, `finished` at that moment, its future)
         self._waiting: collections.deque[tuple[float, int, asyncio.Future]] = collections.deque()
 
@@ -97,6 +116,64 @@ class Admission:
         self.held += 1
         self.bytes += size
         return Ticket(size)
+
+    def enter(self, size: int, timeout: float | None = None) -> Ticket:
+        """Admit a request of `size` body bytes whose answer must begin within `timeout` seconds (None: no deadline),
+        or raise ServingError (429, retry-after) saying why not."""
+        refusal = self.refusal(size)
+        if refusal:
+            raise ServingError(refusal, Kind.OVERLOADED, RETRY_AFTER)
+        ticket = self.admit(size)
+        if timeout is not None:
+            ticket.deadline, ticket.timeout = asyncio.get_running_loop().time() + timeout, timeout
+        return ticket
+
+    @contextlib.asynccontextmanager
+    async def place(self, ticket: Ticket) -> AsyncIterator[Ticket]:
+        """Wait for a place, then serve the block; the ticket is finished however the block ends. Past the ticket's
+        deadline, before its answer began (``answering``), the wait or the block ends in ServingError (504)."""
+        served = False
+        try:
+            async with asyncio.timeout_at(ticket.deadline) as timer:
+                ticket.timer = timer
+                await self.serve(ticket)
+                served = True
+                yield ticket
+        except TimeoutError:
+            raise ServingError(f"the request was not answered within {ticket.timeout:g} s", Kind.DEADLINE) from None
+        finally:
+            ticket.timer = None
+            self.finish(ticket, served)
+
+    @staticmethod
+    def answering(ticket: Ticket) -> None:
+        """The request's answer has begun: its deadline is met."""
+        if ticket.timer is not None:
+            ticket.timer.reschedule(None)
+
+    def release(self, ticket: Ticket) -> None:
+        """A request that ends without being served (an error before place, a client gone): idempotent."""
+        self.finish(ticket, served=False)
+
+    def background(self) -> contextlib.AbstractContextManager | None:
+        """A place for background work, to hold while it runs, or None when requests need the room."""
+        if (self._waiting_count() or self.serving >= self.concurrency
+                or self.background_places >= self.max_background):
+            return None
+        self.background_places += 1
+        return self._background_place()
+
+    @contextlib.contextmanager
+    def _background_place(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self.background_places -= 1
+
+    def _waiting_count(self) -> int:
+        while self._waiting and self._waiting[0][2].done():
+            self._waiting.popleft()
+        return len(self._waiting)
 
     async def serve(self, ticket: Ticket) -> None:
         """Wait first-in first-out for one of the `concurrency` places; then the request is being served."""
