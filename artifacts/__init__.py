@@ -306,6 +306,3 @@ def store_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """The part of metadata.json worth showing in `bentoml models get` (not the training history)."""
     keep = ("name", "version", "task", "created_at", "git_commit", "frameworks", "inputs", "outputs", "metrics", "files")
     return json.loads(json.dumps({k: metadata[k] for k in keep if k in metadata}))
-
-
-from artifacts import serving  # noqa: E402, F401  (what serves; it reads the registry above)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from artifacts import MODEL_NAMES, MODELS, MODELS_DIR, VERSION_LENGTH, ArtifactError
+from artifacts import MODEL_NAMES, MODELS, MODELS_DIR, VERSION_LENGTH, ArtifactError, version_dir
 
 SERVING_FILE = MODELS_DIR / "serving.json"
 VERSION = re.compile(rf"[0-9a-f]{{{VERSION_LENGTH}}}")
@@ -224,6 +224,4 @@ def write(serving: Serving, path: Path = SERVING_FILE) -> None:
 
 def default_dir(name: str, path: Path = SERVING_FILE) -> Path:
     """The committed folder of the version the serving file at `path` makes `name`'s default."""
-    from artifacts import version_dir
-
     return version_dir(name, read(path).models[name].default)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-import artifacts
 import numpy as np
 
+import artifacts
+import artifacts.serving
 from testkit.payloads import mnist_test
 from service.inference import runtime
 from service.settings import Settings

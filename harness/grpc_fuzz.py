@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings, strategies as st
 
 import artifacts
+import artifacts.serving
 from service.v2.proto import grpc_predict_v2_pb2 as pb
 from testkit.grpc_load import infer_request
 

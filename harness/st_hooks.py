@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import artifacts
+import artifacts.serving
 from testkit.payloads import MEDIA_TYPES, encode
 
 # Pillow modes each format can write, all accepted by the service.

@@ -1,4 +1,4 @@
-"""Per-version metrics in /metrics (BentoML's multiprocess Prometheus registry: counted in every worker, summed at scrape): requests, latency and errors of each model version, its batches, and how a shadow version compares with the version that answered.
+"""Per-version metrics in /metrics (BentoML's multiprocess Prometheus registry, through prometheus_client as BentoML asks: counted in every worker, summed at scrape): requests, latency and errors of each model version, its batches, and how a shadow version compares with the version that answered.
 
 * ``model_requests_total{model, version, route, outcome}``: predictions, by how the version came to answer
   (``default``, ``canary``, ``pinned``: the request named it) and ``ok`` or ``error``.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import bentoml
 import numpy as np
+import prometheus_client
 
 import artifacts
 from service.core.plane import DONE, FAILED, SKIPPED
@@ -32,27 +32,27 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 CELSIUS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 50)
 
-requests_total = bentoml.metrics.Counter(
-    name="model_requests_total", documentation="Predictions by model version, how it was chosen, and outcome",
+requests_total = prometheus_client.Counter(
+    "model_requests_total", "Predictions by model version, how it was chosen, and outcome",
     labelnames=["model", "version", "route", "outcome"])
-request_seconds = bentoml.metrics.Histogram(
-    name="model_request_duration_seconds", documentation="Seconds a model version took to answer (batching included)",
+request_seconds = prometheus_client.Histogram(
+    "model_request_duration_seconds", "Seconds a model version took to answer (batching included)",
     labelnames=["model", "version"], buckets=SECONDS)
-batch_images = bentoml.metrics.Histogram(
-    name="model_batch_images", documentation="Images per digit-model call (adaptive batching)",
+batch_images = prometheus_client.Histogram(
+    "model_batch_images", "Images per digit-model call (adaptive batching)",
     labelnames=["model", "version"], buckets=BATCH_BUCKETS)
-batch_requests = bentoml.metrics.Histogram(
-    name="model_batch_requests", documentation="Requests sharing one digit-model call (adaptive batching)",
+batch_requests = prometheus_client.Histogram(
+    "model_batch_requests", "Requests sharing one digit-model call (adaptive batching)",
     labelnames=["model", "version"], buckets=BATCH_BUCKETS)
-shadow_rows = bentoml.metrics.Counter(
-    name="model_shadow_rows_total", documentation="Rows copied to a shadow version, by how its answer compared",
+shadow_rows = prometheus_client.Counter(
+    "model_shadow_rows_total", "Rows copied to a shadow version, by how its answer compared",
     labelnames=["model", "version", "shadow_version", "outcome"])
-shadow_seconds = bentoml.metrics.Histogram(
-    name="model_shadow_duration_seconds", documentation="Seconds a shadow version took per copied request",
+shadow_seconds = prometheus_client.Histogram(
+    "model_shadow_duration_seconds", "Seconds a shadow version took per copied request",
     labelnames=["model", "shadow_version"], buckets=SECONDS)
-shadow_difference = bentoml.metrics.Histogram(
-    name="model_shadow_abs_difference_celsius",
-    documentation="Largest |difference| in degrees Celsius between a thermometer shadow's readings and the answer's",
+shadow_difference = prometheus_client.Histogram(
+    "model_shadow_abs_difference_celsius",
+    "Largest |difference| in degrees Celsius between a thermometer shadow's readings and the answer's",
     labelnames=["model", "version", "shadow_version"], buckets=CELSIUS)
 
 

@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import artifacts
 import artifacts.serving as serving_file
@@ -56,13 +56,15 @@ class Repository:
     """This worker's loaded versions and the model changes it makes or follows."""
 
     def __init__(self, plane: DataPlane, replica: Replica, settings: Settings, device: str, serving_path: Path,
-                 observers: list[Observer] | None = None, root: Path = artifacts.MODELS_DIR):
+                 observers: list[Observer] | None = None, root: Path = artifacts.MODELS_DIR,
+                 on_retire: list[Callable[[Version], None]] | None = None):
         self.plane = plane
         self.replica = replica
         self.settings = settings
         self.device = device
         self.serving_path = Path(serving_path)
         self.observers = list(observers or ())
+        self.on_retire = list(on_retire or ())
         self.root = root
         self.loaded: dict[tuple[str, str], Version] = {}
         self.generation = 0
@@ -120,7 +122,10 @@ class Repository:
         self.plane.routes = routes
         for key in [k for k in self.loaded if k[0] not in state.serving.models
                     or k[1] not in state.serving.models[k[0]].served()]:
-            self.loaded.pop(key).retire()
+            retired = self.loaded.pop(key)
+            retired.retire()
+            for callback in self.on_retire:
+                callback(retired)
         self.serving, self.generation = state.serving, state.generation
 
     async def _apply(self, state: State) -> None:

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 import artifacts
 import artifacts.serving
-from service import metrics, upstream
+from service import metrics, monitoring, upstream
 from service.api import routes
 from service.api.access import BearerAuth
 from service.api.errors import ErrorShape
@@ -50,6 +50,7 @@ ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.ma
 ACCESS = Access.from_settings(SETTINGS)  # a bad token source stops the start here
 DRAIN = Drain(SETTINGS.drain_s)  # this worker's, begun by SIGTERM (service/upstream/server.py)
 TIMEOUT_S = 30  # traffic.timeout: 504 (HTTP) or DEADLINE_EXCEEDED (gRPC) when no answer has started by then
+MONITOR = monitoring.Monitor()  # what the models answer, per version (this worker's share)
 PLANE = DataPlane(background=ADMISSION.background, ready=lambda: not DRAIN.draining,
                   on_request=metrics.on_request, on_shadow=metrics.on_shadow)
 CORE = grpc_service.Core(PLANE, ADMISSION, ACCESS, DRAIN, TIMEOUT_S, grpc_service.record)
@@ -78,14 +79,16 @@ class ThermoDigits:
         self.plane = PLANE
         device = runtime.select_device(SETTINGS.backend, SETTINGS.device)
         self.repository = CORE.repository = Repository(PLANE, REPLICA, SETTINGS, device, SERVING_FILE,
-                                                       observers=[metrics.on_batch])
+                                                       observers=[metrics.on_batch, MONITOR.observe],
+                                                       on_retire=[MONITOR.forget])
         self.repository.start()
         upstream.after_load()
 
     @bentoml.on_startup
     async def follow_model_changes(self) -> None:
-        """Follow the replica's model state and the serving file on this worker's event loop."""
-        self.watcher = asyncio.get_running_loop().create_task(self.repository.watch())
+        """On this worker's event loop: follow the replica's model state and the serving file; score drift."""
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.repository.watch()), loop.create_task(MONITOR.run())]
 
     async def __is_ready__(self) -> bool:
         """BentoML's readiness hook (/readyz 503 when false): false from SIGTERM on, while the worker drains."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterator
 
 import artifacts
+import artifacts.serving
 from service.core.admission import Admission
 from service.core.auth import Access
 from service.core.plane import DataPlane

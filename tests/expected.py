@@ -3,6 +3,7 @@
 import numpy as np
 
 import artifacts
+import artifacts.serving
 
 LINEAR = artifacts.read_metadata(artifacts.serving.default_dir(artifacts.TEMPERATURE_LINEAR))
 T_U, T_C = LINEAR["data"]["t_u"], LINEAR["data"]["t_c"]

@@ -11,6 +11,7 @@ import bentoml
 import numpy as np
 
 import artifacts
+import artifacts.serving
 from service.inference import runtime
 from service.api.schemas import DigitPrediction, DigitRequest, to_batch
 from service.settings import Settings

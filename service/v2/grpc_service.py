@@ -43,9 +43,9 @@ import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import bentoml
 import grpc
 import numpy as np
+import prometheus_client
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -451,12 +451,11 @@ async def start(core: Core, host: str, port: int, max_message_bytes: int) -> Grp
 
 # --------------------------------------------------------------------------------------------- in a worker
 
-handled_total = bentoml.metrics.Counter(
-    name="grpc_server_handled_total", documentation="gRPC calls answered, by method and status code",
-    labelnames=["grpc_method", "grpc_code"])
-handling_seconds = bentoml.metrics.Histogram(
-    name="grpc_server_handling_seconds", documentation="Seconds from a gRPC call's arrival to its answer",
-    labelnames=["grpc_method"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+handled_total = prometheus_client.Counter(
+    "grpc_server_handled_total", "gRPC calls answered, by method and status code", ["grpc_method", "grpc_code"])
+handling_seconds = prometheus_client.Histogram(
+    "grpc_server_handling_seconds", "Seconds from a gRPC call's arrival to its answer", ["grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
 def record(method: str, status: grpc.StatusCode, seconds: float, peer: str) -> None:

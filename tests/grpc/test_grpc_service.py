@@ -8,6 +8,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import artifacts
+import artifacts.serving
 from service.core import plane as data_plane
 from service.core.admission import Admission
 from service.core.auth import Access, Tokens

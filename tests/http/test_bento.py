@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import artifacts
+import artifacts.serving
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import artifacts
+import artifacts.serving
 from testkit.payloads import crafted_png as png_header, encode, png
 
 N = 64  # test images used for the correctness checks

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import artifacts
+import artifacts.serving
 from expected import check_v2_output, v2_cases
 from testkit import clients
 from testkit.server import serving

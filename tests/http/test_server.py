@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import artifacts
+import artifacts.serving
 
 from expected import celsius
 

@@ -10,6 +10,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import artifacts
+import artifacts.serving
 
 REPO = Path(__file__).resolve().parents[2]
 LINEAR, MLP, MNIST = artifacts.TEMPERATURE_LINEAR, artifacts.TEMPERATURE_MLP, artifacts.MNIST

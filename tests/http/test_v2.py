@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import artifacts
+import artifacts.serving
 from service.api.errors import ERROR_SCHEMA
 from service.core import plane as data_plane
 from service.core.errors import ServingError

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 import artifacts
+import artifacts.serving
 from artifacts import ArtifactError, TensorSpec
 
 DIGITS_IN = TensorSpec("images", "float32", (-1, 1, 28, 28))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import artifacts
+import artifacts.serving
 from service.inference import runtime
 from service.settings import Settings
 
