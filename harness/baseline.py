@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio.base_events
 import json
 import socket
-from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
@@ -19,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import artifacts
+import artifacts.serving
 from service.api.schemas import DEFAULT_DIGIT_MODEL
 from service.inference import images, runtime
 from service.settings import Settings
@@ -35,10 +35,9 @@ def _set_nodelay(sock: socket.socket) -> None:
 
 asyncio.base_events._set_nodelay = _set_nodelay
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 settings = Settings.from_env()
 device = runtime.select_device(settings.backend, settings.device)
-models = {name: runtime.load(MODELS / name, settings, device) for name in artifacts.MODEL_NAMES}
+models = {name: runtime.load(artifacts.serving.default_dir(name), settings, device) for name in artifacts.MODEL_NAMES}
 DIGIT_MODELS = {choice: m.name for choice, m in artifacts.choices(artifacts.DIGITS).items()}
 
 

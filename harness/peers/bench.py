@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--warmup", type=float, default=1, help="seconds of unrecorded load per cell and side (default 1; 0: none)")
     ap.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS, help="which peers (default: all)")
+    ap.add_argument("--cells", nargs="+", choices=[c.key for c in CELLS], default=[c.key for c in CELLS],
+                    help="which cells (default: all), e.g. grpc_mnist_fc@64")
     ap.add_argument("--triton-queue-delay-us", type=int, default=0,
                     help="Triton's dynamic batcher max_queue_delay_microseconds for mnist-fc (default 0, its own)")
     ap.add_argument("--ready-timeout", type=float, default=180, help="seconds each server may take to become ready")
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     names = tuple(n for n in PEERS if n in args.peers)
     cells = [Cell(c.endpoint, c.concurrency, tuple(s for s in c.sides if s in ("service", "baseline", *names)), c.goal)
-             for c in CELLS]
+             for c in CELLS if c.key in args.cells]
     cells = [c for c in cells if len(c.sides) > 1]
     print("1/4 venvs (build/peers/)", flush=True)
     built = {n: venvs.ensure(n) for n in names}
