@@ -247,11 +247,15 @@ def store_tag(model_dir: Path, backend: str) -> str:
 def store_versions(name: str, backend: str | None = None) -> list[str]:
     """The versions of `name` in the BentoML model store (for one backend, or any)."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
     backends = [backend] if backend else list(FILES)
     found = set()
     for b in backends:
-        found.update(str(m.tag.version) for m in bentoml.models.list(f"{name}-{b}"))
+        try:
+            found.update(str(m.tag.version) for m in bentoml.models.list(f"{name}-{b}"))
+        except NotFound:  # no version of it in the store
+            pass
     return sorted(found)
 
 

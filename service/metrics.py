@@ -13,12 +13,16 @@
 * ``model_shadow_abs_difference_celsius{model, version, shadow_version}``: the largest |difference| of a copy's
   readings, thermometer models only.
 
+* ``service_workers``, ``service_workers_ready``: the live workers of the replica, and those ready to serve (not
+  draining); set by each worker every second (``report_worker``).
+
 Series are labelled once per version and cached: a labelled child costs a dictionary lookup per request.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Callable
 
 import numpy as np
 import prometheus_client
@@ -54,6 +58,20 @@ shadow_difference = prometheus_client.Histogram(
     "model_shadow_abs_difference_celsius",
     "Largest |difference| in degrees Celsius between a thermometer shadow's readings and the answer's",
     labelnames=["model", "version", "shadow_version"], buckets=CELSIUS)
+
+
+workers = prometheus_client.Gauge("service_workers", "Live workers of this replica", multiprocess_mode="livesum")
+workers_ready = prometheus_client.Gauge("service_workers_ready", "Live workers of this replica ready to serve (not "
+                                        "draining)", multiprocess_mode="livesum")
+WORKER_REFRESH_S = 1.0
+
+
+async def report_worker(ready: Callable[[], bool]) -> None:
+    """Count this worker in service_workers, and in service_workers_ready while `ready()`, for as long as it runs."""
+    workers.set(1)
+    while True:
+        workers_ready.set(1 if ready() else 0)
+        await asyncio.sleep(WORKER_REFRESH_S)
 
 
 class Series:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from artifacts.serving import Serving
 
@@ -60,9 +60,10 @@ def alive(pid: int) -> bool:
 class Replica:
     """The shared folder of one replica, seen from one process."""
 
-    def __init__(self, folder: Path, pid: int | None = None):
+    def __init__(self, folder: Path, pid: int | None = None, alive: Callable[[int], bool] = alive):
         self.folder = Path(folder)
         self.pid = os.getpid() if pid is None else pid
+        self.alive = alive  # whether a worker's process runs (tests give workers of their own)
         self.state_file = self.folder / "state.json"
 
     @classmethod
@@ -136,7 +137,7 @@ class Replica:
         """The pids of the live workers that joined."""
         with contextlib.suppress(FileNotFoundError):
             return sorted(pid for pid in (int(p.name) for p in (self.folder / "workers").iterdir() if p.name.isdigit())
-                          if alive(pid))
+                          if self.alive(pid))
         return []
 
     def acks(self) -> dict[int, tuple[int, str | None]]:

@@ -29,6 +29,7 @@ from service.core.plane import DataPlane
 from service.cpus import default_workers
 from service.inference import images, runtime
 from service.lifecycle import Drain
+from service.payload_log import PayloadLog
 from service.replica import Replica
 from service.repository import Repository
 from service.settings import Settings
@@ -51,8 +52,9 @@ ACCESS = Access.from_settings(SETTINGS)  # a bad token source stops the start he
 DRAIN = Drain(SETTINGS.drain_s)  # this worker's, begun by SIGTERM (service/upstream/server.py)
 TIMEOUT_S = 30  # traffic.timeout: 504 (HTTP) or DEADLINE_EXCEEDED (gRPC) when no answer has started by then
 MONITOR = monitoring.Monitor()  # what the models answer, per version (this worker's share)
-PLANE = DataPlane(background=ADMISSION.background, ready=lambda: not DRAIN.draining,
-                  on_request=metrics.on_request, on_shadow=metrics.on_shadow)
+PAYLOADS = PayloadLog(SETTINGS.payload_share, Path(SETTINGS.payload_dir), SETTINGS.payload_keep_days)
+PLANE = DataPlane(background=ADMISSION.background, ready=lambda: not DRAIN.draining, on_request=metrics.on_request,
+                  on_shadow=metrics.on_shadow, on_payload=PAYLOADS.log if SETTINGS.payload_share else None)
 CORE = grpc_service.Core(PLANE, ADMISSION, ACCESS, DRAIN, TIMEOUT_S, grpc_service.record)
 GRPC = grpc_service.Beside(SETTINGS.grpc_port, lambda: CORE, SETTINGS.max_body_bytes)  # v2 over gRPC in every worker
 
@@ -88,7 +90,8 @@ class ThermoDigits:
     async def follow_model_changes(self) -> None:
         """On this worker's event loop: follow the replica's model state and the serving file; score drift."""
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.repository.watch()), loop.create_task(MONITOR.run())]
+        self.tasks = [loop.create_task(self.repository.watch()), loop.create_task(MONITOR.run()),
+                      loop.create_task(metrics.report_worker(lambda: not DRAIN.draining))]
 
     async def __is_ready__(self) -> bool:
         """BentoML's readiness hook (/readyz 503 when false): false from SIGTERM on, while the worker drains."""

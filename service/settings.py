@@ -66,6 +66,13 @@ class Settings:
                              default="")
     admin_tokens_file: str = _env("SERVICE_ADMIN_TOKENS_FILE", "a file of admin tokens, one per line; instead of "
                                   "SERVICE_ADMIN_TOKENS", secret=True, default="")
+    payload_share: float = _env("SERVICE_PAYLOAD_SHARE", "share of requests whose inputs and outputs are logged "
+                                "(bentoml.monitor, rotating JSON-lines files; docs/operations.md); 0 = off",
+                                default=0.0)
+    payload_dir: str = _env("SERVICE_PAYLOAD_DIR", "folder of the payload logs (relative to the working directory)",
+                            path=True, default="monitoring")
+    payload_keep_days: int = _env("SERVICE_PAYLOAD_KEEP_DAYS", "days of payload logs kept (one file a day per worker)",
+                                  default=7)
     skip_patches: str = _env("SERVICE_SKIP_PATCHES", "comma-separated performance patches of upstream internals "
                              "to leave out, for A/B measurement only (service/upstream)", default="")
 
@@ -112,6 +119,10 @@ class Settings:
         for name in ("queue_target_s", "drain_s"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
+        if not 0 <= self.payload_share <= 1:
+            fail("payload_share", "must be from 0 to 1")
+        if self.payload_keep_days < 1:
+            fail("payload_keep_days", "must be >= 1")
 
     def shown(self) -> dict[str, object]:
         """Every setting by name, secrets as "(set)" or "" (for logs and results files)."""

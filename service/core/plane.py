@@ -44,6 +44,7 @@ SKIPPED, FAILED, DONE = "skipped", "failed", "done"  # what became of a shadow c
 RequestObserver = Callable[[Version, str, bool, float], None]
 # (the version that answered, the shadow, its outputs, the shadow's outputs (None unless DONE), outcome, seconds)
 ShadowObserver = Callable[[Version, Version, np.ndarray, np.ndarray | None, str, float], None]
+PayloadObserver = Callable[[Version, str, np.ndarray, np.ndarray], None]  # (version, role, inputs, outputs)
 
 
 def tensor(spec: dict) -> dict:
@@ -54,12 +55,14 @@ class DataPlane:
     """A worker's models as routes, and the calls every transport makes."""
 
     def __init__(self, background: Callable[[], Any] | None = None, ready: Callable[[], bool] = lambda: True,
-                 on_request: RequestObserver | None = None, on_shadow: ShadowObserver | None = None):
+                 on_request: RequestObserver | None = None, on_shadow: ShadowObserver | None = None,
+                 on_payload: PayloadObserver | None = None):
         self.routes: dict[str, Route] | None = None  # None until the first serving state is applied
         self.background = background  # () -> a place for background work (context manager), or None: no room
         self.ready_check = ready  # False while the worker drains
         self.on_request = on_request
         self.on_shadow = on_shadow
+        self.on_payload = on_payload
         self.shadows: set[asyncio.Task] = set()
 
     # ----------------------------------------------------------------------------------------- lookups
@@ -127,6 +130,8 @@ class DataPlane:
         finally:
             if self.on_request is not None:
                 self.on_request(chosen, role, ok, time.perf_counter() - started)
+        if self.on_payload is not None:
+            self.on_payload(chosen, role, x, y)
         if role == DEFAULT and (shadow := route.shadows(role)) is not None:
             self.shadow(chosen, shadow, x, y)
         return chosen, y

@@ -236,3 +236,39 @@ def test_no_shadow_while_requests_wait_for_a_place():
             assert admission.background() is None
             waiting.cancel()
     asyncio.run(go())
+
+
+# --------------------------------------------------------------------------------------------- versions
+
+
+def test_a_retired_version_finishes_what_it_holds_then_releases_its_thread():
+    gate = __import__("threading").Event()
+    v = version(MNIST, A, lambda x: (gate.wait(10), np.full((len(x), 10), 0.1, np.float32))[1], batched=True)
+
+    async def go():
+        held = asyncio.ensure_future(v.predict(np.zeros((1, 1, 28, 28), np.float32)))
+        while not v.inflight:
+            await asyncio.sleep(0)
+        v.retire()
+        still_open = not v.batcher._executor._shutdown
+        gate.set()
+        y = await held
+        return still_open, y, v.batcher._executor._shutdown
+
+    still_open, y, closed = asyncio.run(go())
+    assert still_open and y.shape == (1, 10) and closed
+
+
+@pytest.mark.parametrize("answer,message", [
+    (lambda x: np.full((len(x), 10), np.nan, np.float32), "is not finite"),
+    (lambda x: np.full((len(x), 10), 0.5, np.float32), "is not probabilities"),
+    (lambda x: np.full((len(x), 9), 0.1, np.float32), "has shape [2, 9], expected [2, 10]"),
+])
+def test_the_probe_refuses_a_version_that_answers_nonsense(answer, message):
+    from service.inference.versions import probe
+
+    with pytest.raises(artifacts.ArtifactError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        probe(version(MNIST, A, answer))
+    probe(version(MNIST, A, lambda x: np.full((len(x), 10), 0.1, np.float32)))  # probabilities: passes
+    with pytest.raises(artifacts.ArtifactError, match="out of range"):
+        probe(version(LINEAR, A, lambda x: x * 1e9))
