@@ -1,8 +1,13 @@
-"""Everything that reaches into BentoML's, uvicorn's or CPython's internals, installed by one call of ``install()``; the rest of service/ uses public API only.
+"""Everything that reaches into upstream internals (BentoML, uvicorn, circus, prometheus_client, CPython), installed by one call of ``install()`` (but ``observe_counts``, which service/monitoring.py calls); the rest of service/ uses public API only.
 
-Pinned: bentoml 1.4.40, uvicorn 0.54.0, httptools 0.9.0, CPython 3.11-3.14. Benefits are B/A of ``python -m
-harness.ab`` (the service without the patch over the service with it, alternating rounds, every round beyond
-the 5 % the same host's A/A run spreads); the figures, the commands and the records:
+Each patch was written for the versions of its targets that ``WRITTEN_FOR`` (below, next to ``PATCHES``: one entry per
+row of this table) names: bentoml 1.4.40, uvicorn 0.54.0, httptools 0.9.0, circus 0.18.3 (the kantoku distribution),
+CPython 3.11-3.14, and where a patch relies on them prometheus_client 0.26.0 and starlette 1.10.0. Its canaries in
+tests/upstream run upstream's code without the patch and fail when what it relies on or works around changes;
+``install()`` logs a warning naming each patch whose targets are installed in other versions (``mismatches()``) and
+starts all the same; tests/upstream/test_written_for.py fails while any differs. Benefits are B/A of
+``python -m harness.ab`` (the service without the patch over the service with it, alternating rounds, every round
+beyond the 5 % the same host's A/A run spreads); the figures, the commands and the records:
 docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from noise is removed.
 
 | patch | upstream target | why | measured benefit | test | delete when |
@@ -16,19 +21,21 @@ docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from no
 | ``endpoint-wrapper-cache`` | ``_bentoml_sdk.method.APIMethod._local_call`` | a new wrapper (``inspect.signature``) per request | /temperature 1.10-1.15x the answers | tests/upstream/test_bentoml_app.py | BentoML caches the wrapper |
 | ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood | /temperature p99 5x lower; flood goodput 1.08-1.16x | tests/upstream/test_gc_tuning.py | CPython's collector changes (3.14's is incremental) |
 | ``multipart`` | ``_bentoml_impl.serde.MultipartSerde.parse_request`` | 500s for malformed multipart bodies and binary parts under a wrong name; a text part fetched as a URL | correctness (400s) | tests/upstream/test_multipart.py | BentoML refuses these itself |
-| ``openapi`` | ``_bentoml_sdk.service.factory.Service.openapi_spec`` (property) | /docs.json not valid OpenAPI 3.0, errors misdescribed | correctness | tests/upstream/test_openapi.py | BentoML generates valid 3.0 with the service's errors |
-| (read) | ``_bentoml_impl/server/main-openapi.html`` (service/upstream/swagger.py) | BentoML's Swagger page loads Google Tag Manager | privacy | tests/browser/test_page.py | BentoML drops the tag manager |
+| ``histogram-counts`` | ``prometheus_client`` ``Histogram._buckets``/``_sum``, written by ``observe_counts`` (service/upstream/prometheus.py; called by service/monitoring.py, not installed) | a batch's prediction statistics cost one ``observe()`` per row, each a lock and a write to the multiprocess file | not measured | tests/upstream/test_prometheus.py | prometheus_client observes a value n times in one call |
 
-Order, as ``install`` applies them: multipart and openapi (request parsing and the document), the supervisor's
-socket and signals (before ``serve_http`` builds them), the worker's server and protocol, the door and the
-loop (before uvicorn loads its config in the worker), the middleware stack changes and the wrapper cache
-(before the worker builds its ASGI app); ``after_load`` tunes the collector once the models are loaded. The
-patches in ``SKIPPABLE`` can be left out with ``SERVICE_SKIP_PATCHES`` (for A/B measurement only).
+Order, as ``install`` applies them: multipart (request parsing), the supervisor's socket and signals (before
+``serve_http`` builds them), the worker's server and protocol, the door and the loop (before uvicorn loads its config
+in the worker), the middleware stack changes and the wrapper cache (before the worker builds its ASGI app);
+``after_load`` tunes the collector once the models are loaded. The patches in ``SKIPPABLE`` can be left out with
+``SERVICE_SKIP_PATCHES`` (for A/B measurement only).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.metadata
+import logging
+import platform
+from typing import Any, Callable, Iterable, NamedTuple
 
 from service.core.admission import Admission
 from service.core.auth import Access
@@ -38,18 +45,103 @@ from service.upstream import arbiter, bentoml_app, door, gc_tuning, multipart, s
 
 # In the order install() applies them.
 SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
+PATCHES = ("multipart", *SKIPPABLE, "histogram-counts")  # every row of the table above; multipart is always
+# installed, histogram-counts is a function service/monitoring.py calls
 _skipped: frozenset[str] = frozenset()
+
+CPYTHON = "CPython"  # a target that is no distribution: the interpreter, written for a range of minor versions
+# What each patch was written against: the distributions whose code it replaces, subclasses or relies on (its tests in
+# tests/upstream run it), with their versions. circus is installed by the kantoku distribution (BentoML's fork of it).
+# The door counts its refusals on BentoML's prometheus_client series itself; multipart relies on Starlette's form
+# parsing (an HTTPException(400) for a malformed body); histogram-counts writes prometheus_client's Histogram internals.
+WRITTEN_FOR: dict[str, dict[str, str]] = {
+    "multipart": {"bentoml": "1.4.40", "starlette": "1.10.0"},
+    "reuseport": {"bentoml": "1.4.40", "kantoku": "0.18.3", "uvicorn": "0.54.0", CPYTHON: "3.11-3.14"},
+    "drain": {"bentoml": "1.4.40", "kantoku": "0.18.3", "uvicorn": "0.54.0", "httptools": "0.9.0",
+              CPYTHON: "3.11-3.14"},
+    "door": {"bentoml": "1.4.40", "uvicorn": "0.54.0", "httptools": "0.9.0", "prometheus-client": "0.26.0"},
+    "asyncio-loop": {"uvicorn": "0.54.0"},
+    "deadline": {"bentoml": "1.4.40"},
+    "request-id": {"bentoml": "1.4.40"},
+    "endpoint-wrapper-cache": {"bentoml": "1.4.40"},
+    "gc": {CPYTHON: "3.11-3.14"},
+    "histogram-counts": {"prometheus-client": "0.26.0"},
+}
+log = logging.getLogger("bentoml.service.thermodigits")
+
+
+class Mismatch(NamedTuple):
+    """A patch's target installed in another version than the one it was written for (`installed` None: absent)."""
+
+    patch: str
+    target: str
+    written_for: str
+    installed: str | None
+
+    def __str__(self) -> str:
+        now = f"{self.target} is not installed" if self.installed is None else f"{self.installed} is installed"
+        return (f"patch {self.patch!r} was written for {self.target} {self.written_for}; {now}: check tests/upstream "
+                f"before trusting it")
+
+
+def _python() -> tuple[str, str]:
+    return platform.python_implementation(), platform.python_version()
+
+
+def _within(version: str, written_for: str) -> bool:
+    """Whether `version` ("3.12.4") is in `written_for` ("3.11-3.14": minor versions, both ends included)."""
+    def minor(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(".")[:2])
+
+    low, _, high = written_for.partition("-")
+    return minor(low) <= minor(version) <= minor(high or low)
+
+
+def mismatches(patches: Iterable[str] = PATCHES, version: Callable[[str], str] | None = None,
+               python: Callable[[], tuple[str, str]] = _python) -> list[Mismatch]:
+    """Every target of `patches` installed in another version than WRITTEN_FOR names (empty: as written and tested).
+
+    `version` looks a distribution's version up (importlib.metadata.version), `python` gives the interpreter's
+    implementation and version; both can be replaced (tests)."""
+    lookup = version or importlib.metadata.version  # looked up now: a test may replace it
+    found = []
+    for patch in patches:
+        for target, written_for in WRITTEN_FOR[patch].items():
+            if target == CPYTHON:
+                implementation, now = python()
+                if implementation != CPYTHON or not _within(now, written_for):
+                    found.append(Mismatch(patch, target, written_for, f"{implementation} {now}"))
+                continue
+            try:
+                now = lookup(target)
+            except importlib.metadata.PackageNotFoundError:
+                found.append(Mismatch(patch, target, written_for, None))
+                continue
+            if now != written_for:
+                found.append(Mismatch(patch, target, written_for, f"{target} {now}"))
+    return found
+
+
+def warn_mismatches(patches: Iterable[str] = PATCHES, version: Callable[[str], str] | None = None,
+                    python: Callable[[], tuple[str, str]] = _python) -> list[Mismatch]:
+    """Log a warning for each of mismatches(); return them."""
+    found = mismatches(patches, version, python)
+    for mismatch in found:
+        log.warning("%s", mismatch)
+    return found
 
 
 def install(service: Any, admission: Admission, access: Access, settings: Settings, drain: Drain,
             beside: tuple[server.Beside, ...] = (), timeout: float | None = None) -> None:
     """Apply every patch (but those in settings.skip_patches), once per process, before the worker builds its app and
-    server; the worker also runs the servers `beside` its HTTP one (the gRPC service)."""
+    server; the worker also runs the servers `beside` its HTTP one (the gRPC service). Warns about each patch in use
+    (all but those skipped) whose targets are installed in other versions than it was written for (mismatches())."""
     global _skipped
     skip = _skipped = frozenset(filter(None, (name.strip() for name in settings.skip_patches.split(","))))
     if unknown := skip - set(SKIPPABLE):
         raise ValueError(f"SERVICE_SKIP_PATCHES={settings.skip_patches!r}: {', '.join(sorted(unknown))} is not one of "
                          f"{', '.join(SKIPPABLE)}")
+    warn_mismatches(patch for patch in PATCHES if patch not in skip)  # the service starts all the same
     multipart.install()
     if "reuseport" not in skip:
         arbiter.reserve_port({settings.grpc_port: "SERVICE_GRPC_PORT"} if settings.grpc_port else {})

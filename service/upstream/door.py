@@ -42,6 +42,8 @@ from service.core.auth import Access
 from service.core.errors import Kind, ServingError
 from service.upstream.server import Protocol
 
+UPSTREAM_AUTO_LOOP = uvicorn.config.LOOP_FACTORIES["auto"]  # what use_asyncio_loop replaces (uvloop's when installed)
+
 
 class Door(Protocol):
     """uvicorn's httptools protocol (draining: service/upstream/server.py), answering before a request becomes an ASGI

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import inspect
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import circus.controller
 import pytest
 from _bentoml_impl.server import serving
 from circus.sighandler import SysHandler
-from circus.sockets import CircusSocket
+from circus.sockets import CircusSocket, CircusSockets
 
 from service.upstream import arbiter
 
@@ -27,23 +26,120 @@ def reserving(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- upstream, as relied on
+# Each canary runs BentoML's or circus's code without the patch; its docstring says what a failure means.
 
 
-def test_bentoml_makes_the_api_server_socket_a_circus_socket_named_api_server_name():
-    source = inspect.getsource(serving.serve_http)
-    assert "from circus.sockets import CircusSocket" in source
-    assert "CircusSocket(\n                name=API_SERVER_NAME," in source
-    assert "--fd\",\n            f\"$(circus.sockets.{API_SERVER_NAME})\"" in source  # every worker gets that socket
+class Started(Exception):
+    """Raised in place of making circus's arbiter: serve_http has made every socket and watcher by then."""
 
 
-def test_circus_binds_and_listens_through_the_socket_s_own_methods():
-    source = inspect.getsource(CircusSocket.bind_and_listen)
-    assert "self.bind((self.host, self.port))" in source and "self.listen(self.backlog)" in source
+def test_bentoml_hands_every_worker_the_api_server_s_circus_socket(monkeypatch, tmp_path):
+    """reserve_port changes the CircusSocket named API_SERVER_NAME (TCP): the one serve_http makes for its host and
+    port and hands to every worker (``--fd $(circus.sockets.<name>)``, each worker's listener of its own then joins its
+    address), and that circus binds in ``bind_and_listen_all`` (it skips sockets made with so_reuseport).
+
+    If this fails, BentoML makes the API server's socket otherwise: reserves() no longer finds it (the workers would
+    share one listener again, or find none), so follow it before trusting the reuseport patch; delete the patch if
+    BentoML gives each worker a socket of its own (PR #5557)."""
+    import bentoml
+    import bentoml.serving
+    from _bentoml_impl import loader
+    from _bentoml_impl.server.allocator import ResourceAllocator
+    from bentoml._internal.utils import circus as bentoml_circus
+
+    @bentoml.service
+    class Canary:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    made = {}
+
+    def arbiter_(watchers, **kwargs):
+        made.update(kwargs, watchers=watchers)
+        raise Started
+
+    monkeypatch.setattr(loader, "load", lambda *args, **kwargs: Canary)
+    monkeypatch.setattr(ResourceAllocator, "get_worker_env", lambda self, svc, *args, **kwargs: (2, {}))  # no config
+    monkeypatch.setattr(bentoml.serving, "ensure_prometheus_dir", lambda *args, **kwargs: str(tmp_path))
+    monkeypatch.setattr(bentoml_circus, "create_standalone_arbiter", arbiter_)
+    with pytest.raises(Started):
+        serving.serve_http("canary:Canary", host="127.0.0.1", port=3999, backlog=77)
+    try:
+        (api,) = [s for s in made["sockets"] if s.name == serving.API_SERVER_NAME]
+        assert isinstance(api, CircusSocket) and arbiter.reserves(api)
+        assert (api.host, api.port, api.backlog, api.family, api.so_reuseport) == ("127.0.0.1", 3999, 77,
+                                                                                  socket.AF_INET, False)
+        (service,) = made["watchers"]
+        assert service.numprocesses == 2
+        fd = service.args.index("--fd")
+        assert service.args[fd + 1] == f"$(circus.sockets.{serving.API_SERVER_NAME})"
+    finally:
+        for sock in made.get("sockets", []):
+            sock.close()
 
 
-def test_circus_makes_its_signal_handler_from_the_controller_module_s_name():
-    assert "SysHandler(self)" in inspect.getsource(circus.controller.Controller._init_syshandler)
-    assert "handle_term" in dir(SysHandler) and "handle_int" in dir(SysHandler) and "quit" in dir(SysHandler)
+def test_circus_binds_and_listens_through_the_socket_s_own_methods(monkeypatch):
+    """reserve_port replaces ``CircusSocket.bind`` and ``CircusSocket.listen``: circus must bind the API server's
+    socket (in the arbiter's ``bind_and_listen_all``) by calling them on the socket.
+
+    If this fails, circus binds another way (socket.socket's methods, or a socket it makes itself): the API server's
+    socket would listen and the workers share it; hook where circus binds now."""
+    calls = []
+    monkeypatch.setattr(CircusSocket, "bind", lambda self, address: calls.append(("bind", address)))
+    monkeypatch.setattr(CircusSocket, "listen", lambda self, *args: calls.append(("listen", *args)))
+    sock = CircusSocket(name=serving.API_SERVER_NAME, host="127.0.0.1", port=3999, backlog=77)
+    try:
+        CircusSockets([sock]).bind_and_listen_all()
+    finally:
+        sock.close()
+    assert calls == [("bind", ("127.0.0.1", 3999)), ("listen", 77)]
+
+
+def test_circus_s_controller_makes_its_signal_handler_from_the_controller_module_s_name(monkeypatch):
+    """signals() replaces ``circus.controller.SysHandler``: the controller must make its handler from that name when
+    the arbiter makes the controller.
+
+    If this fails, circus makes its signal handler another way: a second SIGTERM would be ignored again; hook where
+    it is made now."""
+    made = []
+
+    class Recording:
+        def __init__(self, controller):
+            made.append(controller)
+
+    monkeypatch.setattr(circus.controller, "SysHandler", Recording)
+    controller = circus.controller.Controller("tcp://127.0.0.1:0", None, None, None, arbiter=object())
+    assert made == [controller] and isinstance(controller.sys_hdl, Recording)
+
+
+def test_circus_stops_gracefully_on_every_sigterm_and_sigint():
+    """What Signals works around: circus's handler dispatches SIGTERM and SIGINT to ``handle_term``/``handle_int``,
+    and both only ask for a graceful stop (``quit``), however often they come: BentoML gives its workers a day.
+
+    If this fails, circus stops at once on a second signal (or on SIGINT) itself: delete Signals and signals()."""
+    quits, handled = [], []
+
+    class Upstream(arbiter.UPSTREAM_SIGNALS):
+        def quit(self):
+            quits.append(True)
+
+    handler = Upstream.__new__(Upstream)  # without registering process-wide signal handlers
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
+        handler.signal(sig)
+    assert len(quits) == 3
+
+    class Dispatching(arbiter.UPSTREAM_SIGNALS):
+        def handle_term(self):
+            handled.append("term")
+
+        def handle_int(self):
+            handled.append("int")
+
+    dispatching = Dispatching.__new__(Dispatching)
+    dispatching.signal(signal.SIGTERM)
+    dispatching.signal(signal.SIGINT)
+    assert handled == ["term", "int"]
 
 
 # ---------------------------------------------------------------------------------------------- the reserved port
@@ -130,7 +226,12 @@ def workers():
     procs = [subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                                "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
              for _ in range(2)]
-    time.sleep(0.5)
+    import psutil
+
+    deadline = time.monotonic() + 10
+    while not all(psutil.Process(p.pid).children() for p in procs):  # each has started its child
+        assert time.monotonic() < deadline, "the stand-in workers did not start their children"
+        time.sleep(0.01)
     fake = Arbiter([Watcher([p.pid for p in procs])])
     handler = arbiter.Signals.__new__(arbiter.Signals)  # without circus' registration of process-wide handlers
     handler.controller = Controller(fake)

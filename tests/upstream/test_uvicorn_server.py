@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import itertools
+import selectors
 import signal
 import socket
 import threading
@@ -11,8 +12,8 @@ import time
 
 import pytest
 import uvicorn
-from _bentoml_impl.worker import service as bentoml_worker
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from service.lifecycle import Drain
 from service.upstream import server as patch
@@ -91,46 +92,279 @@ def closed(conn: socket.socket, within: float = 2.0) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- upstream, as relied on
+# Each canary runs BentoML's, uvicorn's or asyncio's code without the patch; its docstring says what a failure means.
 
 
-def test_bentoml_s_worker_runs_uvicorn_server_on_the_supervisor_s_socket():
-    """The patch replaces uvicorn.Server, which BentoML's worker looks up when it starts serving."""
-    source = inspect.getsource(bentoml_worker.main.callback)  # a click command
-    assert "uvicorn.Server(config).run(sockets=[socket])" in source and "socket.socket(fileno=fd)" in source
+def test_bentoml_s_worker_runs_uvicorn_server_on_the_supervisor_s_socket(bentoml_worker):
+    """install() replaces ``uvicorn.Server``, the name BentoML's worker looks up when it starts serving, and
+    Server.startup recognises the supervisor's reservation among the sockets ``run`` is given, as it was passed.
+
+    If this fails, BentoML's worker no longer runs ``uvicorn.Server(config).run(sockets=[the --fd socket])``: find
+    how it starts uvicorn now before trusting the reuseport and drain patches, or delete them if BentoML gives each
+    worker a listener of its own (PR #5557) and drains on SIGTERM."""
+    held = reserve()
+    try:
+        run = bentoml_worker(held, "--backlog", "77")
+        (config,), ((args, kwargs),) = run.configs, run.runs  # one Server made, run once
+        assert config.app is run.app and config.backlog == 77  # own_listener listens with the worker's backlog
+        sockets = kwargs["sockets"] if "sockets" in kwargs else args[0]
+        assert len(sockets) == 1 and sockets[0].getsockname() == held.getsockname()
+        assert reserved(sockets[0])  # handed on as the supervisor made it: not made to listen
+    finally:
+        held.close()
 
 
-def test_uvicorn_s_server_hooks_are_as_patched():
-    for name, params in (("startup", ["self", "sockets"]), ("shutdown", ["self", "sockets"]),
-                         ("handle_exit", ["self", "sig", "frame"]), ("on_tick", ["self", "counter"])):
-        assert list(inspect.signature(getattr(patch.UPSTREAM_SERVER, name)).parameters) == params, name
-    assert "_captured_signals" in inspect.getsource(patch.UPSTREAM_SERVER.__init__)
-    assert "signal.raise_signal" in inspect.getsource(patch.UPSTREAM_SERVER.capture_signals)
+class Hooked(patch.UPSTREAM_SERVER):
+    """uvicorn's server with the hooks server.Server overrides, in its signatures, recording their calls; SIGTERM
+    handled as the drain handles it: recorded in ``_captured_signals`` and the main loop ended by ``on_tick``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls, self.stopping = [], False
+
+    async def startup(self, sockets=None):
+        self.calls.append(("startup", sockets))
+        await super().startup(sockets=sockets)
+
+    async def on_tick(self, counter):
+        self.calls.append(("on_tick", counter))
+        if counter == 2:
+            signal.raise_signal(signal.SIGTERM)  # as `kill` would: to the handler uvicorn installed
+        return self.stopping or counter >= 50 or await super().on_tick(counter)  # 50: the signal never came
+
+    def handle_exit(self, sig, frame):
+        self.calls.append(("handle_exit", sig))
+        self._captured_signals.append(sig)
+        self.stopping = True
+
+    async def shutdown(self, sockets=None):
+        self.calls.append(("shutdown", sockets))
+        await super().shutdown(sockets=sockets)
 
 
-def test_uvicorn_closes_the_listeners_in_shutdown_and_a_second_close_does_nothing():
-    """Server.shutdown closes them itself right after accepting what is queued; uvicorn's close comes after a log call."""
-    source = inspect.getsource(patch.UPSTREAM_SERVER.shutdown)
-    assert "server.close()" in source and source.index("logger.info") < source.index("server.close()")
-    assert "if sockets is None:\n            return" in inspect.getsource(asyncio.base_events.Server.close)
+def test_uvicorn_calls_the_hooks_the_patch_overrides_and_raises_a_captured_signal_again_once_stopped():
+    """Server overrides startup(sockets), on_tick(counter), handle_exit(sig, frame) and shutdown(sockets); on the
+    first SIGTERM its handle_exit only appends the signal to ``_captured_signals`` (so that the process still ends by
+    SIGTERM, as circus expects, once stopped) and its on_tick ends the main loop when the drain is over.
+
+    If this fails, uvicorn changed when or how it calls these hooks, or stopped raising captured signals again after
+    restoring the handlers it found: adapt server.Server (and its tests) before trusting the drain. The drain's hooks
+    can go once uvicorn drains on SIGTERM itself (keeps accepting for a period, keep-alive off, then stops)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = Hooked(uvicorn.Config(app, lifespan="off", log_config=None, loop="asyncio", http="httptools"))
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: received.append(sig))  # must run in the main thread
+    try:
+        server.run(sockets=[listener])
+        assert signal.getsignal(signal.SIGTERM) is not server.handle_exit  # uvicorn put ours back ...
+        assert received == [signal.SIGTERM]  # ... and raised the captured signal to it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        listener.close()
+    assert server.calls == [("startup", [listener]), ("on_tick", 0), ("on_tick", 1), ("on_tick", 2),
+                            ("handle_exit", signal.SIGTERM), ("shutdown", [listener])]
 
 
-def test_uvicorn_ticks_every_tenth_of_a_second():
-    """Server.on_tick ends the drain on time by sleeping the rest of a tick."""
-    assert f"await asyncio.sleep({patch.TICK_S})" in inspect.getsource(patch.UPSTREAM_SERVER.main_loop)
+class FakeClockSelector(selectors.DefaultSelector):
+    """A selector that, when nothing is ready, lets the time it would have waited pass at once on its clock."""
+
+    now = 0.0
+
+    def select(self, timeout=None):
+        ready = super().select(0)
+        if not ready:
+            assert timeout is not None, "the loop would wait forever"
+            self.now += max(timeout, 0.0)
+        return ready
 
 
-def test_uvicorn_closes_an_idle_connection_at_once_on_shutdown():
-    """What the linger replaces: upstream, a request a client is writing on an idle connection meets a closed one."""
-    closed_now = []
+class FakeClockLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop on FakeClockSelector's clock: timers fire in order, and no test waits for them."""
 
-    class T:
-        def close(self):
-            closed_now.append(True)
+    def __init__(self):
+        self.selector = FakeClockSelector()
+        super().__init__(self.selector)
 
-    p = HttpToolsProtocol.__new__(HttpToolsProtocol)
-    p.cycle, p.transport = None, T()
-    HttpToolsProtocol.shutdown(p)
-    assert closed_now == [True]
+    def time(self):
+        return self.selector.now
+
+
+def test_uvicorn_s_main_loop_calls_on_tick_every_tenth_of_a_second():
+    """Server.on_tick ends the drain on time: when less than TICK_S of it remains, it sleeps the rest and returns True
+    instead of waiting for the next tick.
+
+    If this fails, uvicorn ticks at another rate or stops ticking: set TICK_S to it, or end the drain another way (a
+    timer of its own). on_tick's early stop can go once uvicorn ends a drain on time itself."""
+    ticks = []
+
+    class Ticking(patch.UPSTREAM_SERVER):
+        async def on_tick(self, counter):
+            ticks.append((counter, asyncio.get_running_loop().time()))
+            return len(ticks) == 30
+
+    loop = FakeClockLoop()
+    try:
+        loop.run_until_complete(Ticking(uvicorn.Config(app)).main_loop())
+    finally:
+        loop.close()
+    assert [counter for counter, _ in ticks] == list(range(30))
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(ticks)]
+    assert all(gap == pytest.approx(patch.TICK_S, abs=1e-6) for gap in gaps), gaps
+
+
+class Upstream:
+    """uvicorn's Server (a subclass of it, unpatched) on a listening socket, in a thread with its own event loop."""
+
+    def __init__(self, cls: type):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.server = cls(uvicorn.Config(app, lifespan="off", log_config=None, loop="asyncio", http="httptools"))
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.started, self.errors
+
+    def run(self):
+        try:
+            self.server.run(sockets=[self.listener])
+        except BaseException as e:  # noqa: BLE001 - reported by stop()
+            self.errors.append(e)
+
+    def stop(self) -> None:
+        """uvicorn's own stop (handle_exit without a drain sets should_exit); waits for it, re-raising its errors."""
+        self.server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive() and not self.errors, self.errors
+
+
+@pytest.mark.parametrize("closed_first", [False, True], ids=["uvicorn-alone", "closed-first-as-patched"])
+def test_uvicorn_s_shutdown_closes_its_listeners_and_closing_them_first_is_harmless(closed_first):
+    """Server.shutdown closes the listeners itself right after accepting what is queued on them, then calls uvicorn's
+    shutdown, which closes them again and the sockets it was given.
+
+    If this fails, closing an asyncio server twice raises, or uvicorn's shutdown leaves a listener open: Server.shutdown
+    must close each exactly once, or close them all itself. (Nothing to delete: this is what the drain relies on.)"""
+
+    class Closing(patch.UPSTREAM_SERVER):
+        async def shutdown(self, sockets=None):
+            if closed_first:
+                for served in self.servers:
+                    served.close()
+            await super().shutdown(sockets=sockets)
+
+    running = Upstream(Closing)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as conn:
+            assert ask(conn)[0] == 200
+    finally:
+        running.stop()
+    assert running.listener.fileno() == -1 and not any(s.is_serving() for s in running.server.servers)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", running.port), timeout=2)
+
+
+def test_uvicorn_s_shutdown_resets_connections_queued_on_its_listeners():
+    """What Server.accept_queued works around: a connection the kernel accepted that uvicorn's loop has not yet taken
+    is reset when uvicorn closes the listener, its request never answered (every drain ended with such losses).
+
+    If this fails (the queued request is answered), uvicorn accepts what is queued before it closes its listeners:
+    delete accept_queued and let uvicorn's shutdown close them."""
+    queued = []
+
+    class Queueing(patch.UPSTREAM_SERVER):
+        async def shutdown(self, sockets=None):
+            conn = socket.create_connection(sockets[0].getsockname(), timeout=5)  # no loop turn from here on
+            conn.sendall(b"GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+            queued.append(conn)
+            await super().shutdown(sockets=sockets)
+
+    Upstream(Queueing).stop()
+    (conn,) = queued
+    with conn:
+        conn.settimeout(5)
+        try:
+            answer = conn.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+
+
+class Transport:
+    """What uvicorn's protocol uses of an asyncio transport; keeps what was written."""
+
+    def __init__(self):
+        self.written, self.closed = b"", False
+
+    def get_extra_info(self, name, default=None):
+        return {"sockname": ("127.0.0.1", 3000), "peername": ("127.0.0.1", 5555)}.get(name, default)
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        self.closed = True
+
+    def is_closing(self):
+        return self.closed
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def test_uvicorn_closes_an_idle_connection_at_once_on_shutdown_and_answers_a_request_in_progress():
+    """What the linger replaces: upstream, shutting a connection down closes it at once when no request is in progress
+    (one answered, or none begun), so a request a client is writing on it meets a closed connection. Protocol.shutdown
+    hands a connection with a request in progress to uvicorn's, which answers it with Connection: close and closes.
+
+    If this fails, uvicorn no longer closes idle connections at once on shutdown (delete the linger:
+    Protocol.shutdown's call_later and _close_if_idle), or it no longer answers a request in progress (answer it in
+    Protocol.shutdown before trusting the drain)."""
+
+    async def connection():
+        config = uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_config=None)
+        config.load()
+        protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())
+        transport = Transport()
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    async def answered(protocol):
+        deadline = asyncio.get_running_loop().time() + 5
+        while protocol.tasks:
+            assert asyncio.get_running_loop().time() < deadline, "the request was not answered"
+            await asyncio.wait(list(protocol.tasks), timeout=5)
+            await asyncio.sleep(0)
+
+    async def run():
+        results = {}
+        protocol, transport = await connection()  # no request yet
+        protocol.shutdown()
+        results["none begun"] = transport.closed
+        protocol, transport = await connection()
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        await answered(protocol)
+        protocol.shutdown()  # kept alive after its answer
+        results["answered"] = transport.closed
+        protocol, transport = await connection()
+        protocol.data_received(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")  # half its body
+        protocol.shutdown()
+        results["in progress"] = transport.closed
+        protocol.data_received(b"cd")
+        await answered(protocol)
+        results["then"] = transport.closed, transport.written
+        return results
+
+    results = asyncio.run(run())
+    assert results["none begun"] and results["answered"] and not results["in progress"]
+    closed, written = results["then"]
+    assert closed and written.startswith(b"HTTP/1.1 200 ") and b"connection: close\r\n" in written.lower()
 
 
 def test_asyncio_sets_tcp_nodelay_only_on_sockets_whose_proto_says_tcp():
@@ -210,7 +444,9 @@ def test_sigterm_drains_then_closes_the_listener_and_answers_what_reached_it():
         status, headers = ask(idle)  # a keep-alive connection idle since before SIGTERM is answered too
         assert status == 200 and headers.get("connection") == "close"
         late = running.connect()  # connected before the drain ends, its request written as the listener closes
+        deadline = time.monotonic() + 10
         while not drain.closing:  # the server is shutting down: its listener closed, idle connections lingering
+            assert time.monotonic() < deadline, "the drain never ended"
             time.sleep(0.002)
         status, headers = ask(late)
         assert status == 200 and headers.get("connection") == "close"
