@@ -1,15 +1,16 @@
 """What each patch of upstream internals is worth: the service with and without it (SERVICE_SKIP_PATCHES), side by side, alternating.
 
     python -m harness.ab --skip door                 # one patch: the default cells and the flood, 3 rounds
-    python -m harness.ab --all                       # every patch in service/upstream's SKIPPABLE, one after another
+    python -m harness.ab --all                       # the A/A run, then every patch in service/upstream's SKIPPABLE
     python -m harness.ab --skip none                 # the same server twice (A/A): the noise of this host
+    python -m harness.ab --env-b SERVICE_PREDICTION_STATS=0   # side B with a setting changed
 
-Side A is the service in its default configuration, side B the same with SERVICE_SKIP_PATCHES=<patch>; both run
-at once. Each round runs every wrk cell (closed loop) and then a flood of the request mix (open loop at three
-times A's capacity, from the Python driver) on both sides, the side that goes first alternating. Reported per
-measure: A's and B's median over the rounds, and B/A in every round. A patch pays when every round favours A by
-more than --noise (5 %: the spread of B/A between two identical servers, `--skip none`, on the 2-core reference
-host); otherwise its benefit cannot be told from noise. Results: harness/results/ab-<patch>-<date>.json.
+Side A is the service in its default configuration, side B the same with SERVICE_SKIP_PATCHES=<patch> (or with
+--env-b); both run at once. Each round runs every wrk cell (closed loop) and then a flood of the request mix (open
+loop at three times A's capacity, from the Python driver) on both sides, the side that goes first alternating.
+Reported per measure: A's and B's median over the rounds, and B/A in every round. A patch pays when every round
+favours A by more than the noise: with --all, the spread of B/A of that run's own A/A (two identical servers,
+per measure: its largest |B/A - 1|); otherwise 5 %. Results: harness/results/ab-<patch>-<date>.json.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from harness import report, wrk
 from testkit import payloads
 from testkit.driver import Driver, go
-from testkit.server import start_service
+from testkit.server import parse_env, start_service
 
 CELLS = [("temperature", 16), ("digit", 64), ("digits64", 16), ("digit_image200", 64)]
 # measure -> True when larger is better
@@ -61,11 +62,14 @@ def compare(rows: list[dict], key: str, better_high: bool, noise: float = NOISE)
             "verdict": verdict}
 
 
-def ab(patch: str, rounds: int, duration: float, flood_seconds: float, cells: list[tuple[str, int]]) -> dict:
+def ab(patch: str, rounds: int, duration: float, flood_seconds: float, cells: list[tuple[str, int]],
+       env_b: dict[str, str] | None = None, noise: dict[str, float] | None = None) -> dict:
+    """Side A as configured, side B without `patch` (or with `env_b`); B/A judged against `noise` per measure (default
+    NOISE for every measure: pass the A/A run's spread)."""
     ps = payloads.bench_payloads()
     bodies = payloads.write_bodies(Path(tempfile.mkdtemp(prefix="ab-bodies-")), {n: ps[n] for n, _ in cells})
     skip = "" if patch == "none" else patch
-    servers = {"A": start_service(), "B": start_service(env={"SERVICE_SKIP_PATCHES": skip})}
+    servers = {"A": start_service(), "B": start_service(env=env_b or {"SERVICE_SKIP_PATCHES": skip})}
     rows, floods = [], []
     try:
         for s in servers.values():
@@ -89,12 +93,25 @@ def ab(patch: str, rounds: int, duration: float, flood_seconds: float, cells: li
     finally:
         for s in servers.values():
             s.stop()
-    out: dict = {"patch": patch, "capacity_mix_per_s": round(capacity, 1), "cells": {}, "flood": {}}
+    noise = noise or {}
+    out: dict = {"patch": patch, "env_b": env_b or {"SERVICE_SKIP_PATCHES": skip}, "noise": noise,
+                 "capacity_mix_per_s": round(capacity, 1), "cells": {}, "flood": {}}
     for name, c in cells:
         cell = [row for row in rows if row["endpoint"] == name and row["concurrency"] == c]
-        out["cells"][f"{name} c={c}"] = {k: compare(cell, k, hi) for k, hi in MEASURES.items()}
-    out["flood"] = {k: compare(floods, k, hi) for k, hi in FLOOD_MEASURES.items()}
+        out["cells"][f"{name} c={c}"] = {k: compare(cell, k, hi, noise.get(k, NOISE)) for k, hi in MEASURES.items()}
+    out["flood"] = {k: compare(floods, k, hi, noise.get(k, NOISE)) for k, hi in FLOOD_MEASURES.items()}
     out["runs"], out["flood_runs"] = rows, floods
+    return out
+
+
+def spread(aa: dict) -> dict[str, float]:
+    """Per measure, the largest |B/A - 1| of an A/A run (two identical servers) over its cells and rounds: the noise
+    a patch's every round must beat."""
+    out: dict[str, float] = {}
+    for measures in (*aa["cells"].values(), aa["flood"]):
+        for key, compared in measures.items():
+            worst = max((abs(r - 1) for r in compared["B_over_A"]), default=NOISE)
+            out[key] = round(max(out.get(key, 0.0), worst), 3)
     return out
 
 
@@ -104,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--skip", choices=["none", *SKIPPABLE], help="the patch side B leaves out")
-    which.add_argument("--all", action="store_true", help="every skippable patch, one after another")
+    which.add_argument("--all", action="store_true", help="the A/A run, then every skippable patch judged against its "
+                       "spread, one after another")
+    which.add_argument("--env-b", action="append", metavar="KEY=VALUE",
+                       help="side B with this environment instead (e.g. SERVICE_PREDICTION_STATS=0)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5, help="seconds per wrk cell")
     parser.add_argument("--flood-seconds", type=float, default=10)
@@ -112,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wrk.wrk_path()
     cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells]
-    for patch in (SKIPPABLE if args.all else [args.skip]):
+    env_b = parse_env(args.env_b) if args.env_b else None
+    noise: dict[str, float] = {}
+    for patch in (["none", *SKIPPABLE] if args.all else ["env" if env_b else args.skip]):
         print(f"== {patch}", flush=True)
-        result = ab(patch, args.rounds, args.duration, args.flood_seconds, cells)
-        path = report.save(f"ab-{patch}", result)
+        result = ab(patch, args.rounds, args.duration, args.flood_seconds, cells, env_b, noise)
+        if patch == "none" and args.all:
+            noise = spread(result)
+            print(f"  A/A spread per measure: {noise}", flush=True)
+        name = "-".join(f"{k}={v}" for k, v in env_b.items()).lower() if env_b else patch
+        path = report.save(f"ab-{name}", result)
         summary = {"cells": result["cells"], "flood": result["flood"]}
         for where, measures in summary.items():
             for name, values in measures.items():

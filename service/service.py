@@ -81,7 +81,8 @@ class ThermoDigits:
         self.plane = PLANE
         device = runtime.select_device(SETTINGS.backend, SETTINGS.device)
         self.repository = CORE.repository = Repository(PLANE, REPLICA, SETTINGS, device, SERVING_FILE,
-                                                       observers=[metrics.on_batch, MONITOR.observe],
+                                                       observers=[metrics.on_batch, *([MONITOR.observe] if
+                                                                  SETTINGS.prediction_stats else [])],
                                                        on_retire=[MONITOR.forget])
         self.repository.start()
         upstream.after_load()

@@ -66,6 +66,9 @@ class Settings:
                              default="")
     admin_tokens_file: str = _env("SERVICE_ADMIN_TOKENS_FILE", "a file of admin tokens, one per line; instead of "
                                   "SERVICE_ADMIN_TOKENS", secret=True, default="")
+    prediction_stats: int = _env("SERVICE_PREDICTION_STATS", "1: prediction statistics per model version in /metrics "
+                                 "(classes, confidence, inputs outside the reference, drift); 0: off (for A/B "
+                                 "measurement)", default=1)
     payload_share: float = _env("SERVICE_PAYLOAD_SHARE", "share of requests whose inputs and outputs are logged "
                                 "(bentoml.monitor, rotating JSON-lines files; docs/operations.md); 0 = off",
                                 default=0.0)
@@ -119,6 +122,8 @@ class Settings:
         for name in ("queue_target_s", "drain_s"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
+        if self.prediction_stats not in (0, 1):
+            fail("prediction_stats", "must be 0 or 1")
         if not 0 <= self.payload_share <= 1:
             fail("payload_share", "must be from 0 to 1")
         if self.payload_keep_days < 1:

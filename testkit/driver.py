@@ -7,7 +7,8 @@ client with `honour_retry_after` likewise waits Retry-After before it sends agai
 
 Requests are pre-built bytes written on a pool of keep-alive connections that grows as needed (up to
 `max_connections`); answers are parsed by httptools (status line and length only; with `answer`, the body too,
-each turned into what `answer` returns, kept in `answers`). `stop()` ends a run early. Open loop: a request
+each turned into what `answer` returns, kept in `answers`; with `keep_headers` too, `answer(body, headers)`
+gets those headers). `stop()` ends a run early. Open loop: a request
 is sent at its arrival time whether or not earlier ones were answered; when no connection is free one
 is opened, and the request waits for it (the wait shows as send lag). Every request gives one row of
 `testkit.records.Records`; the driver's own CPU time is measured (psutil) and reported with it.
@@ -61,13 +62,17 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.retry_after: float | None = None  # of the answer being parsed
         self.body = bytearray()  # of the answer being parsed, when the driver keeps answers
+        self.kept: dict[bytes, bytes] = {}  # its headers named in the driver's keep_headers
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
+        name = name.lower()
+        if name == b"retry-after":
             try:
                 self.retry_after = float(value)
             except ValueError:
                 self.retry_after = None
+        elif name in self.driver.keep_headers:
+            self.kept[name] = value
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -83,7 +88,10 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         retry_after, self.retry_after = self.retry_after, None
         if self.driver.answer is not None:
-            self.driver.answers.append(self.driver.answer(bytes(self.body)))
+            kept, self.kept = self.kept, {}
+            made = self.driver.answer(bytes(self.body), kept) if self.driver.keep_headers else \
+                self.driver.answer(bytes(self.body))
+            self.driver.answers.append(made)
             self.body.clear()
         self.driver._answered(self, self.parser.get_status_code(), self.parser.should_keep_alive(), retry_after)
 
@@ -103,7 +111,8 @@ class Driver:
 
     def __init__(self, url: str, mix: list[tuple[Payload, float]], *, max_connections: int = MAX_CONNECTIONS,
                  timeout: float = 30.0, seed: int = 0, backoff_429: float = 0.0, error_pause: float = 0.05,
-                 honour_retry_after: bool = False, answer: Callable[[bytes], Any] | None = None):
+                 honour_retry_after: bool = False, answer: Callable[..., Any] | None = None,
+                 keep_headers: tuple[bytes, ...] = ()):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
         payloads = [p for p, _ in mix]
@@ -118,6 +127,7 @@ class Driver:
         self.error_pause = error_pause  # ... and after no answer, rather than spin on a dead server
         self.honour_retry_after = honour_retry_after
         self.answer = answer  # when set: what it makes of each answer's body, in `answers` in the order answered
+        self.keep_headers = tuple(h.lower() for h in keep_headers)  # when set: answer(body, {header: value})
         self.answers: list[Any] = []
         self.connection_class = _Connection if answer is None else _KeepingConnection
         self._stop: asyncio.Event | None = None
