@@ -2,7 +2,7 @@
 
     python -m harness.rollout                    # 3 runs (retrains the temperature model once: needs torch)
     python -m harness.rollout --runs 1 --hogs 1  # beside a CPU hog
-    python -m harness.rollout --new-models DIR   # DIR/temperature-linear: a model folder exported by training
+    python -m harness.rollout --new-version DIR  # a version folder of temperature-linear exported by training
 
 Each replica is `bentoml serve` in its default configuration on ports (HTTP and gRPC) and a model store of its
 own; HAProxy (Debian's, `apt-get install haproxy`) balances --clients closed-loop HTTP clients (testkit.driver,
@@ -10,7 +10,8 @@ keep-alive) and --grpc-clients gRPC callers (testkit.grpc_load, ModelInfer over 
 them, checking /readyz every 500 ms (`fall 2`, `rise 2`; `HAPROXY_CONFIG` below is the whole configuration,
 what docs/deploy.md recommends). Then, for each replica in turn: SIGTERM to its `bentoml serve` process (it
 drains: not ready, still answering); once it has exited, a replica of the new version starts on the same port
-(the code and models/ of this tree, but models/temperature-linear retrained with another seed) and the next
+(the code and models/ of this tree, with temperature-linear retrained with another seed and made the default in
+its serving file) and the next
 replica is replaced once HAProxy has it up. Clients keep sending throughout and for --settle s after.
 
 Pass: every HTTP request answered 2xx (no transport error, no 5xx from HAProxy) and every gRPC call OK, each
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import artifacts
+import artifacts.serving
 from harness.report import finish, service_settings
 from service.settings import Settings
 from testkit import host
@@ -165,24 +167,33 @@ class Balancer:
         self.proc.wait()
 
 
-def retrain(out: Path, seed: int = 1) -> Path:
-    """The linear temperature model trained again with another seed (`python -m training`; needs torch): its folder."""
+def retrain(out: Path, seed: int = 3) -> Path:
+    """The linear temperature model trained again with another seed (`python -m training`; needs torch), exported to
+    `out`/<name>/<version>/ (and published into a throw-away model store): its folder."""
     subprocess.run([sys.executable, "-m", "training", "temperature", "--model", "linear", "--seed", str(seed),
-                    "--log-every", "1000000", "--out", str(out)], cwd=REPO, check=True, capture_output=True)
-    return out / MODEL
+                    "--log-every", "1000000", "--out", str(out)], cwd=REPO, check=True, capture_output=True,
+                   env={**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="rollout-train-home-")})
+    old = artifacts.serving.read().models[MODEL].default
+    return next(p for p in (out / MODEL).iterdir() if p.name != old and (p / artifacts.METADATA_FILE).is_file())
 
 
 def new_version_tree(model_dir: Path, where: Path) -> Path:
-    """A tree serving this repository's code and models, but `model_dir` as models/temperature-linear."""
+    """A tree serving this repository's code and versions plus `model_dir`, which its serving file makes the default
+    of temperature-linear: what a release that promoted it carries."""
     tree = where / "new-version"
     for entry in ("service", "artifacts", "bentofile.yaml"):
         (shutil.copytree if (REPO / entry).is_dir() else shutil.copy2)(REPO / entry, tree / entry)
-    for m in artifacts.MODELS:
-        (tree / "models" / m.name).mkdir(parents=True)
-        source = Path(model_dir) if m.name == MODEL else REPO / "models" / m.name
-        for f in source.iterdir():
-            if f.is_file():
-                (tree / "models" / m.name / f.name).symlink_to(f.resolve())
+    serving = artifacts.serving.read()
+    for name, entry in serving.models.items():
+        for version in entry.served():
+            (tree / "models" / name / version).mkdir(parents=True)
+            for f in artifacts.version_dir(name, version).iterdir():
+                if f.is_file():
+                    (tree / "models" / name / version / f.name).symlink_to(f.resolve())
+    new = artifacts.read_metadata(model_dir)["version"]
+    shutil.copytree(model_dir, tree / "models" / MODEL / new, dirs_exist_ok=True)
+    artifacts.serving.write(serving.with_model(MODEL, artifacts.serving.ModelServing(new)),
+                            tree / "models" / "serving.json")
     return tree
 
 
@@ -250,8 +261,8 @@ async def rollout(balancer: Balancer, replicas: dict[str, Server], tree: Path, c
     stop.set()
     records = await runner
     await grpc_runner
-    old_version = artifacts.read_metadata(REPO / "models" / MODEL)["version"]
-    new_version = artifacts.read_metadata(tree / "models" / MODEL)["version"]
+    old_version = artifacts.serving.read().models[MODEL].default
+    new_version = artifacts.serving.read(tree / "models" / "serving.json").models[MODEL].default
     return {
         "requests": len(records), "answered_2xx": int(records.ok.sum()),
         "non_2xx": int(((records.status > 0) & ~records.ok).sum()), "transport_errors": int(records.transport_errors.sum()),
@@ -308,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the first replacement")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds of load after the last replacement")
     ap.add_argument("--workers", type=int, default=None, help="pin each replica's worker count (default: its own)")
-    ap.add_argument("--new-models", type=Path, help=f"a folder holding {MODEL}/ (default: retrain it, needs torch)")
+    ap.add_argument("--new-version", type=Path, help=f"a version folder of {MODEL} (default: retrain it, needs torch)")
     ap.add_argument("--hogs", type=int, default=0, help="processes each keeping one core busy for the whole run")
     ap.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment of every replica, e.g. "
                     "SERVICE_SKIP_PATCHES=drain to see what the drain is for (default: none, the defaults)")
@@ -317,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     env = parse_env(args.env)
     haproxy_path()
     where = Path(tempfile.mkdtemp(prefix="harness-rollout-tree-"))
-    model_dir = args.new_models / MODEL if args.new_models else retrain(where / "models")
+    model_dir = args.new_version if args.new_version else retrain(where / "models")
     tree = new_version_tree(model_dir, where)
     runs = []
     with host.cpu_hogs(args.hogs):
