@@ -1,6 +1,8 @@
-"""SIGTERM on a real `bentoml serve` under load: not ready at once, every request that reached it answered, exit 0 within
-its drain plus a second, with one worker and with the default; a second SIGTERM or a SIGINT stops at once; a port another
-server listens on stops the start."""
+"""SIGTERM on a real `bentoml serve` under load: every request that reached it answered and exit 0 inside the
+grace period Kubernetes gives the pod, with one worker and with the default; during the drain not ready, alive and
+answering; a second SIGTERM or a SIGINT stops at once; a port another server listens on stops the start.
+
+How long the drain takes to exit is a figure of `python -m harness.drain`, not a bound asserted here."""
 
 import os
 import signal
@@ -8,19 +10,33 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from harness.drain import EXIT_MARGIN_S, passed, sigterm_under_load
+from harness.drain import sigterm_under_load
 from service.settings import Settings
 from testkit.driver import go
 from testkit.server import free_port, started_service
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DRAIN_S = Settings().drain_s  # the default, as users get it
+# A drain no test waits out: a server that stops within STOP_S of a second SIGTERM (or a SIGINT) did not drain, and
+# one that is still draining cannot stop answering while a test looks at it, however slow the host.
+LONG_DRAIN_S = 600
+STOP_S = 60
+
+
+def grace_period_s() -> float:
+    """The Deployment's terminationGracePeriodSeconds (deploy/k8s/deployment.yaml): Kubernetes kills a pod that has
+    not exited that long after its SIGTERM."""
+    for doc in yaml.safe_load_all((REPO / "deploy" / "k8s" / "deployment.yaml").read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            return float(doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))  # Kubernetes' default
+    raise AssertionError("no Deployment in deploy/k8s/deployment.yaml")
 
 
 def started(**kwargs):
@@ -35,30 +51,34 @@ def exited_within(server, seconds: float) -> int | None:
 
 
 @pytest.mark.parametrize("workers", [1, None], ids=["one-worker", "default-workers"])
-def test_sigterm_under_32_clients_loses_nothing_and_exits_0_within_the_drain(workers, record_property):
+def test_sigterm_under_32_clients_loses_nothing_and_exits_0_inside_the_grace_period(workers, record_property):
+    grace_s = grace_period_s()
     server = started(workers=workers)
     try:
         run = go(sigterm_under_load(server, "digit", clients=32, after=1.5, drain_s=DRAIN_S))
     finally:
         if server.proc.poll() is None:
             server.stop()
-    record_property("figures", run)
+    record_property("figures", run)  # exited_after_s among them: harness.drain reports it over many runs
+    failed = {**run, "grace_period_s": grace_s, "log": server.log()[-3000:]}
     assert run["answered_after_signal"] > 0 and run["refused_connections"] > 0, run  # served on, then stopped accepting
-    assert passed(run, DRAIN_S), {**run, "log": server.log()[-3000:]}
+    assert run["lost"] == 0 and run["non_2xx"] == 0, failed
+    assert run["refused_before_drain_end"] == 0, failed  # accepted throughout its drain
+    assert run["exit_status"] == 0 and run["exited_after_s"] < grace_s, failed  # before Kubernetes would kill it
 
 
 def test_during_the_drain_readiness_fails_liveness_holds_and_a_second_sigterm_stops_at_once():
-    server = started(workers=1)
+    server = started(workers=1, env={"SERVICE_DRAIN_S": str(LONG_DRAIN_S)})
     try:
         os.kill(server.proc.pid, signal.SIGTERM)
-        time.sleep(0.3)
-        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 503
-        assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 503
-        assert httpx.get(f"{server.url}/livez", timeout=5).status_code == 200
-        answer = httpx.post(f"{server.url}/temperature", json={"readings": [35.7]}, timeout=5)
+        wait_until(lambda: httpx.get(f"{server.url}/readyz", timeout=30).status_code == 503,
+                   message="/readyz to answer 503 after SIGTERM")
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 503
+        assert httpx.get(f"{server.url}/livez", timeout=30).status_code == 200
+        answer = httpx.post(f"{server.url}/temperature", json={"readings": [35.7]}, timeout=30)
         assert answer.status_code == 200 and answer.headers["connection"] == "close"
         os.kill(server.proc.pid, signal.SIGTERM)
-        assert exited_within(server, EXIT_MARGIN_S + 1) is not None, server.log()[-3000:]
+        assert exited_within(server, STOP_S) is not None, server.log()[-3000:]  # not after its 600-s drain
     finally:
         if server.proc.poll() is None:
             server.stop()
@@ -66,10 +86,10 @@ def test_during_the_drain_readiness_fails_liveness_holds_and_a_second_sigterm_st
 
 
 def test_sigint_stops_at_once():
-    server = started(workers=1)
+    server = started(workers=1, env={"SERVICE_DRAIN_S": str(LONG_DRAIN_S)})
     try:
         os.kill(server.proc.pid, signal.SIGINT)
-        assert exited_within(server, EXIT_MARGIN_S + 1) is not None, server.log()[-3000:]
+        assert exited_within(server, STOP_S) is not None, server.log()[-3000:]  # not after its 600-s drain
     finally:
         if server.proc.poll() is None:
             server.stop()

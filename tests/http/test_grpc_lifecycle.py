@@ -1,4 +1,4 @@
-"""The gRPC service of a real `bentoml serve` through its life: served by every worker, counted in /metrics and the access log, SERVING then NOT_SERVING from SIGTERM on, every call under load answered through the drain, hostile messages answered with their status and the server healthy after, and a taken port stopping the start."""
+"""The gRPC service of a real `bentoml serve` through its life: served by every worker, counted in /metrics and the access log, SERVING then NOT_SERVING from SIGTERM on, every call under load answered through the drain and exit 0 inside Kubernetes' grace period, hostile messages answered with their status and the server healthy after, and a taken port stopping the start."""
 
 import asyncio
 import os
@@ -15,12 +15,14 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.settings import Settings
 from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
-from testkit.grpc_load import closed_loop, infer_request
+from testkit.grpc_load import Calls, closed_loop, infer_request
 from testkit.server import free_port, started_service
+from testkit.wait import wait_until, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 DRAIN_S = Settings().drain_s
@@ -30,6 +32,15 @@ READINGS = infer_request("temperature-linear", "readings", "FP64", np.array([[35
 
 def started(**kwargs):
     return started_service(home=tempfile.mkdtemp(prefix="bentoml-home-grpc-"), **kwargs)
+
+
+def grace_period_s() -> float:
+    """The Deployment's terminationGracePeriodSeconds (deploy/k8s/deployment.yaml): Kubernetes kills a pod that has
+    not exited that long after its SIGTERM."""
+    for doc in yaml.safe_load_all((REPO / "deploy" / "k8s" / "deployment.yaml").read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            return float(doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))  # Kubernetes' default
+    raise AssertionError("no Deployment in deploy/k8s/deployment.yaml")
 
 
 def health(target: str) -> str:
@@ -64,14 +75,16 @@ def test_every_worker_answers_grpc_and_each_call_is_counted_and_logged(server):
     start = server.log_size()
     calls = asyncio.run(closed_loop(server.grpc_target, READINGS, clients=16, seconds=2, channels=16))
     assert calls.codes() == {"OK": len(calls.code)} and len(calls.code) > 16, calls.summary()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def logged() -> list[tuple[str, str, str]]:
         with open(server.log_file.name) as f:
             f.seek(start)
-            lines = [m for m in GRPC_LINE.findall(f.read()) if m[1].endswith("/ModelInfer")]
-        if len(lines) >= len(calls.code):
-            break
-        time.sleep(0.2)
+            return [m for m in GRPC_LINE.findall(f.read()) if m[1].endswith("/ModelInfer")]
+
+    # The supervisor copies the workers' logs into the server's with a delay.
+    wait_until(lambda: len(logged()) >= len(calls.code), every_s=0.2,
+               message=lambda: f"{len(calls.code)} ModelInfer lines in the access log (seen {len(logged())})")
+    lines = logged()
     assert len(lines) == len(calls.code) and {status for _, _, status in lines} == {"OK"}
     assert {worker for worker, _, _ in lines} == {"1", "2"}, "16 connections all went to one worker"
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -97,34 +110,45 @@ def test_a_hostile_message_gets_its_status_and_the_server_answers_the_next(serve
 
 
 def test_sigterm_under_grpc_load_answers_every_call_during_the_drain_then_stops(record_property):
-    """32 callers on 8 connections; SIGTERM after 1.5 s: NOT_SERVING at once, every call until the drain ends answered;
-    afterwards UNAVAILABLE (answered so, or the port closed: nothing sent), or CANCELLED for a call grpcio still held
-    when it stopped; never anything else; exit 0 within the drain plus a second."""
+    """32 callers on 8 connections; SIGTERM once the load is under way: NOT_SERVING from then on, every call
+    sent during the drain answered; afterwards UNAVAILABLE (answered so, or the port closed: nothing sent), or
+    CANCELLED for a call grpcio still held when it stopped; never anything else; exit 0 inside the grace period
+    Kubernetes gives the pod (deploy/k8s/deployment.yaml). The callers go on until the server has exited."""
+    grace_s = grace_period_s()
     server = started()
     try:
         async def run():
-            load = asyncio.create_task(closed_loop(server.grpc_target, READINGS, clients=32, seconds=1.5 + DRAIN_S + 1.5,
-                                                   channels=8))
-            await asyncio.sleep(1.5)
+            calls, stop = Calls(), asyncio.Event()
+            t0 = time.perf_counter()  # at most the callers' own start (closed_loop's t0), a few milliseconds before it
+            load = asyncio.create_task(closed_loop(server.grpc_target, READINGS, clients=32, seconds=3600, channels=8,
+                                                   stop=stop, calls=calls))
+            await wait_until_async(lambda: calls.codes().get("OK", 0) >= 64,
+                                   message=lambda: f"the load to be under way (calls so far: {calls.codes()})")
             signalled = time.perf_counter()
             os.kill(server.proc.pid, signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            during = await asyncio.to_thread(health, server.grpc_target)
+
+            async def not_serving() -> bool:  # raises once the server has gone: it must say so while it drains
+                return await asyncio.to_thread(health, server.grpc_target) == "NOT_SERVING"
+
+            await wait_until_async(not_serving, message="gRPC health to answer NOT_SERVING after SIGTERM")
             status = await asyncio.to_thread(server.proc.wait, DRAIN_S + 30)
             exited_after = time.perf_counter() - signalled
-            return await load, during, status, exited_after
+            stop.set()
+            return await load, status, exited_after, signalled - t0
 
-        calls, during, status, exited_after = asyncio.run(run())
+        calls, status, exited_after, t_signal = asyncio.run(run())
     finally:
         if server.proc.poll() is None:
             server.stop()
-    t_signal = 1.5  # within the callers' clock, to a few milliseconds
+    # A call sent in the drain's last second may reach a busy server after the drain's end; its exact length is
+    # harness.drain's to check.
+    drain_window = (t_signal, t_signal + DRAIN_S - 1.0)
     record_property("figures", {"summary": calls.summary(), "exited_after_s": round(exited_after, 3),
-                                "during_drain": calls.codes(t_signal, t_signal + DRAIN_S - 0.1)})
-    assert during == "NOT_SERVING"
-    assert calls.codes(0, t_signal + DRAIN_S - 0.1).keys() == {"OK"}, calls.codes()
+                                "during_drain": calls.codes(*drain_window)})
+    assert calls.codes(*drain_window), calls.codes()  # there were calls during the drain
+    assert calls.codes(0, drain_window[1]).keys() == {"OK"}, calls.codes()
     assert calls.codes().keys() <= {"OK", "UNAVAILABLE", "CANCELLED"}, calls.codes()
-    assert status == 0 and exited_after <= DRAIN_S + 1.0, (status, exited_after, server.log()[-3000:])
+    assert status == 0 and exited_after < grace_s, (status, exited_after, grace_s, server.log()[-3000:])
 
 
 def test_a_grpc_port_another_server_listens_on_stops_the_start_naming_the_setting():

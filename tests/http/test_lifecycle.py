@@ -1,5 +1,5 @@
-"""A model that fails verification or does not fit its endpoint stops `bentoml serve` itself (a non-zero exit within
-30 s, the message naming the model and what is wrong), while a worker that dies after start is replaced."""
+"""A model that fails verification or does not fit its endpoint stops `bentoml serve` itself (a non-zero exit, the
+message naming the model and what is wrong), while a worker that dies after start is replaced."""
 
 import json
 import os
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import artifacts
+import artifacts.serving
 from testkit.server import exit_status
 
 REPO = Path(__file__).resolve().parents[2]
-EXIT_WITHIN_S = 30
+EXIT_WITHIN_S = 120  # a deadline for the exit, not a bound on its speed: a server still running then serves the model
 
 
 def test_a_tampered_model_in_the_store_stops_the_server(tmp_path):
@@ -63,24 +64,24 @@ def test_a_model_whose_spec_does_not_fit_its_endpoint_stops_the_server(tmp_path,
 
 def test_a_worker_that_dies_after_start_is_replaced():
     """Only start-up failures stop the server: a worker killed while serving is restarted by BentoML's supervisor."""
-    import time
-
     import httpx
 
     from testkit.server import serving
+    from testkit.wait import wait_until
 
     with serving(".", REPO, tempfile.mkdtemp(prefix="bentoml-home-crash-")) as server:
-        worker = server.workers()[0]  # of however many the default gives
+        workers = server.workers()  # however many the default gives
+        worker = workers[0]
         worker.kill()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            replaced = [w for w in server.workers() if w.pid != worker.pid]
+
+        def replaced_and_answering() -> bool:
+            if len([w for w in server.workers() if w.pid != worker.pid]) < len(workers):
+                return False
             try:
-                answer = httpx.post(f"{server.url}/temperature", json={"readings": [35.7]}, timeout=2)
+                return httpx.post(f"{server.url}/temperature", json={"readings": [35.7]}, timeout=10).status_code == 200
             except httpx.HTTPError:
-                answer = None
-            if replaced and answer is not None and answer.status_code == 200:
-                break
-            time.sleep(0.5)
-        assert replaced and answer is not None and answer.status_code == 200, server.log()[-3000:]
+                return False
+
+        wait_until(replaced_and_answering, every_s=0.2,
+                   message=lambda: f"{len(workers)} workers again, and an answer:\n{server.log()[-3000:]}")
         assert server.proc.poll() is None

@@ -107,10 +107,11 @@ def test_an_open_loop_flood_is_refused_with_429_and_retry_after_and_leaves_no_tr
         flood = asyncio.ensure_future(Driver(server.url, [(batch64, 1.0)]).run(seconds, rate=rate))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
                                          connector=aiohttp.TCPConnector(limit=0)) as session:
-            watched = []  # requests of our own in the flood, one every 50 ms, to look at whole answers
+            watched = []  # requests of our own in the flood, to look at whole answers
             while not flood.done():
                 watched.append(asyncio.ensure_future(post(session, server.url, batch64)))
-                await asyncio.sleep(0.05)
+                # Their arrival schedule, one every 50 ms (open loop: not waiting for answers), until the flood ends.
+                await asyncio.wait([flood], timeout=0.05)
             seen.extend(await asyncio.gather(*watched))
         return await flood
 

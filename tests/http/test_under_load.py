@@ -2,9 +2,10 @@
 
 import asyncio
 import re
+import select
 import socket
 import tempfile
-import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from testkit.payloads import png
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # Small limits so that each refusal can be provoked on purpose: one request held at a time, bodies due in 1 s; one
@@ -72,37 +74,75 @@ def test_a_lone_request_is_one_model_call_of_one_image(server, mnist_test_images
     assert metric(url, "model_batch_images_bucket", le="1.0") == before + 1
 
 
-def raw_request(url: str, head: bytes, body: bytes = b"", wait: float = 0.0) -> socket.socket:
+def raw_request(url: str, head: bytes, body: bytes = b"") -> socket.socket:
     """Open a connection and send a request (or only its start, for a client that is slow to send)."""
     u = urlparse(url)
     sock = socket.create_connection((u.hostname, u.port))
     sock.sendall(head + body)
-    time.sleep(wait)
     return sock
+
+
+def status_of(answer: bytes) -> str:
+    """The status code of a raw HTTP/1.1 answer, as /metrics labels it ("0": none)."""
+    return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.1 ") else "0"
+
+
+# A client that announces 20 bytes and sends 2: it holds the worker's one place until its body timeout, then gets 408.
+SLOW = (b"POST /temperature HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n", b"{}")
+
+
+def refused_behind_a_slow_client(url: str, provoked: Counter) -> tuple[socket.socket, httpx.Response]:
+    """Start a slow client, then send requests until one is refused (429) because it holds the one place; returns
+    (the slow client, the refusal). Every answer is counted in `provoked`, by status. Should the slow client be
+    answered first (its body timeout passed before a request of ours came, or ours took the place before its head
+    was read), another takes its place."""
+    slow = raw_request(url, *SLOW)
+
+    def refused() -> httpx.Response | None:
+        nonlocal slow
+        if select.select([slow], [], [], 0)[0]:  # answered already: it no longer holds the place
+            provoked[status_of(slow.recv(4096))] += 1
+            slow.close()
+            slow = raw_request(url, *SLOW)
+        r = httpx.post(f"{url}/temperature", json={"readings": [1.0]}, timeout=30)
+        provoked[str(r.status_code)] += 1
+        return r if r.status_code == 429 else None
+
+    refusal = wait_until(refused, message=lambda: f"a request refused behind a slow client (answers: {provoked})")
+    return slow, refusal
 
 
 def test_refusals_appear_in_metrics_and_the_access_log(strict_server):
     url, log = strict_server
-    counts = {code: metric(url, "bentoml_service_request_total", http_response_code=code, endpoint="/temperature")
-              for code in ("408", "413", "415", "429")}
-    assert httpx.post(f"{url}/temperature", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
-    assert httpx.post(f"{url}/temperature", content=b"1" * 100_001,
-                      headers={"content-type": "application/json"}).status_code == 413
-    # A client that announces 20 bytes and sends 2: it holds the one place for a second, then gets 408.
-    slow = raw_request(url, b"POST /temperature HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: 20\r\n\r\n", b"{}", wait=0.3)
-    refused = httpx.post(f"{url}/temperature", json={"readings": [1.0]})
+    codes = ("408", "413", "415", "429")
+    counted = lambda: {code: metric(url, "bentoml_service_request_total", http_response_code=code,  # noqa: E731
+                                    endpoint="/temperature") for code in codes}
+    before = counted()
+    provoked: Counter = Counter()
+    r = httpx.post(f"{url}/temperature", content=b"x", headers={"content-type": "text/plain"})
+    provoked[str(r.status_code)] += 1
+    assert r.status_code == 415
+    r = httpx.post(f"{url}/temperature", content=b"1" * 100_001, headers={"content-type": "application/json"})
+    provoked[str(r.status_code)] += 1
+    assert r.status_code == 413
+    slow, refused = refused_behind_a_slow_client(url, provoked)
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
     assert "x-bentoml-request-id" not in refused.headers  # refused at the door (service/door.py), before BentoML
     assert "limit 1" in refused.json()["error"]
-    slow.settimeout(5)
-    assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+    slow.settimeout(60)
+    answer = slow.recv(4096)
     slow.close()
-    time.sleep(0.5)
-    for code in counts:
-        assert metric(url, "bentoml_service_request_total", http_response_code=code, endpoint="/temperature") \
-            == counts[code] + 1, code
-    log.seek(0)
-    lines = [l for l in log.read().splitlines() if "path=/temperature" in l]
-    for code in counts:
-        assert any(re.search(rf"status={code}\b", l) for l in lines), f"no access-log line with status {code}"
+    provoked[status_of(answer)] += 1
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    expected = {code: before[code] + provoked[code] for code in codes}
+    # Each answer is counted once it is sent: poll, then ask for exactly what was provoked, no more.
+    wait_until(lambda: all(n >= expected[code] for code, n in counted().items()),
+               message=lambda: f"/metrics to count {expected} (counts {counted()})")
+    assert counted() == expected, provoked
+
+    def not_logged() -> list[str]:
+        log.seek(0)
+        lines = [l for l in log.read().splitlines() if "path=/temperature" in l]
+        return [code for code in codes if not any(re.search(rf"status={code}\b", l) for l in lines)]
+
+    wait_until(lambda: not not_logged(), message=lambda: f"access-log lines with status {not_logged()}")

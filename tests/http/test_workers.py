@@ -3,7 +3,6 @@ them so that each answers its share of a round, on /digit and /temperature."""
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from service.cpus import default_workers
 from testkit.driver import Driver, go
 from testkit.payloads import bench_payloads
 from testkit.server import started_service
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 3  # per endpoint; harness.workers runs 10
@@ -50,10 +50,10 @@ def shares(server, endpoint: str, clients: int = 64, seconds: float = 2.0) -> tu
     start = server.log_size()
     records = go(Driver(server.url, [(payload, 1.0)]).run(seconds, clients=clients))
     ok = int(records.ok.sum())
-    deadline = time.monotonic() + 10  # the supervisor copies the workers' logs into ours with a delay
-    while sum((counts := server.answers_by_worker(start, payload.path)).values()) < ok and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return counts, ok
+    # The supervisor copies the workers' logs into ours with a delay.
+    wait_until(lambda: sum(server.answers_by_worker(start, payload.path).values()) >= ok, every_s=0.1,
+               message=lambda: f"{ok} answers in the log (by worker: {server.answers_by_worker(start, payload.path)})")
+    return server.answers_by_worker(start, payload.path), ok
 
 
 @pytest.mark.parametrize("endpoint", ["digit", "temperature"])

@@ -9,20 +9,31 @@ import numpy as np
 import pytest
 
 from service.inference.batching import Batcher
+from testkit.wait import wait_until_async
 
 
 class Model:
-    """Doubles its input; records every batch it was called with; can be held to let calls pile up."""
+    """Doubles its input; records every batch it was called with; can be held (`gate`) to let calls pile up, and says
+    when a batch has entered it (`entered`)."""
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.entered = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.gate.wait(5)
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise TimeoutError("the test never opened the model's gate")
         self.calls.append(len(x))
         return x * 2
+
+
+async def turns(n: int = 5) -> None:
+    """Let every ready task run until it next waits (here: calls just made put their images in the queue)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def images(n: int, start: float = 0) -> np.ndarray:
@@ -62,9 +73,9 @@ def test_calls_arriving_during_a_batch_form_the_next_one():
     async def run():
         model.gate.clear()
         first = asyncio.ensure_future(batcher(images(1)))
-        await asyncio.sleep(0.05)  # the first batch is now inside the model, held
+        await wait_until_async(model.entered.is_set, message="the first batch to enter the model")  # held there
         later = [asyncio.ensure_future(batcher(images(1, k))) for k in range(10)]
-        await asyncio.sleep(0.05)
+        await turns()  # the ten are queued
         model.gate.set()
         await asyncio.gather(first, *later)
 
@@ -112,10 +123,10 @@ def test_a_cancelled_caller_does_not_disturb_the_others():
     async def run():
         model.gate.clear()
         first = asyncio.ensure_future(batcher(images(1)))
-        await asyncio.sleep(0.05)
+        await wait_until_async(model.entered.is_set, message="the first batch to enter the model")  # held there
         gone = asyncio.ensure_future(batcher(images(1, 5)))
         kept = asyncio.ensure_future(batcher(images(1, 9)))
-        await asyncio.sleep(0)
+        await turns()  # both are queued
         gone.cancel()  # e.g. its deadline passed while it was queued
         model.gate.set()
         await first
