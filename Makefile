@@ -24,7 +24,7 @@ PY_SUPPORTED := $(shell echo $(PY_VERSION) $(PY_LOWEST) $(or $(PY_BEYOND),999.0)
                          print (n >= lo[1] * 1000 + lo[2] && n < hi[1] * 1000 + hi[2]) ? "yes" : "" }')
 EXAMPLE_GOAL = $(or $(firstword $(MAKECMDGOALS)),serve)
 
-.PHONY: serve test test-full test-lean setup-serve setup-dev browser haproxy check-python train-temperature train-mnist container clean
+.PHONY: serve test test-full test-lean setup-serve setup-dev browser haproxy prometheus check-python train-temperature train-mnist container clean
 
 # Stops make, in one sentence, when PYTHON does not run or is outside requires-python.
 check-python:
@@ -91,16 +91,27 @@ haproxy:
 	fi; \
 	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { echo "make: the rollout test needs HAProxy: install Debian's haproxy (sudo apt-get install haproxy)." >&2; exit 1; }
 
+# tests/prometheus/ checks deploy/prometheus/rules.yml with Debian's promtool and runs it in Debian's prometheus against
+# a real server; the package holds both. Installed the same way.
+prometheus:
+	@if { ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make: installing Debian's prometheus for tests/prometheus/ (apt-get install prometheus)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1 \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }; \
+	fi; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || { echo "make: the alert-rule tests need Prometheus and promtool: install Debian's prometheus (sudo apt-get install prometheus)." >&2; exit 1; }
+
 # Everything with torch installed, then the service's tests again in the lean environment, where torch is absent.
 test: test-full test-lean
 
-test-full: check-python browser haproxy $(VENV)/.dev
+test-full: check-python browser haproxy prometheus $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-# Also the way to run the service's tests on another Python: `make test-lean PYTHON=python3.13`.
+# Also the way to run the service's tests on another Python: `make test-lean PYTHON=python3.13`. The alert rules
+# (tests/prometheus/, about 1.5 minutes) are the full tier's: they test the rules, not the Python.
 test-lean: check-python browser $(LEAN)/.test
 	@$(LEAN)/bin/python -c "import importlib.util, sys; sys.exit('torch is installed in $(LEAN)' if importlib.util.find_spec('torch') else 0)"
-	$(LEAN)/bin/python -m pytest tests --ignore=tests/needs_torch
+	$(LEAN)/bin/python -m pytest tests --ignore=tests/needs_torch --ignore=tests/prometheus
 
 MNIST_DATA_ROOT ?= data
 train-temperature: $(VENV)/.dev

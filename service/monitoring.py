@@ -14,7 +14,7 @@ and keeps, per worker, the last ``window`` answers of each version; every ``REFR
 
 * ``model_prediction_drift{model, version}``: digits: the population stability index of the window's predicted
   digits against the reference's; thermometers: the Kolmogorov-Smirnov statistic of the window's readings against
-  the readings it was fit to. Each worker scores its own share of the traffic; /metrics shows the largest over the
+  the readings it was fit to; absent until a worker's window is full, NaN once the version is out of service. Each worker scores its own share of the traffic; /metrics shows the largest over the
   live workers (multiprocess mode ``livemax``), and a Prometheus recording rule computes the PSI over every worker
   and replica from ``model_predictions_total`` (deploy/prometheus/rules.yml).
 * ``model_drift_threshold{model, version}``, ``model_reference_class_share{model, version, class}``: the
@@ -110,8 +110,7 @@ class Watched:
             return
         thresholds = self.reference["thresholds"]
         self.window = Window(int(thresholds["window"]), np.int8 if self.digits else np.float64)
-        self.drift = drift.labels(*labels)
-        self.drift.set(math.nan)  # no score until the window is full
+        self.labels = labels  # the drift series is made at the first score (a NaN would poison livemax's max)
         drift_threshold.labels(*labels).set(float(thresholds["drift"]))
         self.outside = outside_total.labels(*labels)
         if self.digits:
@@ -181,14 +180,14 @@ class Monitor:
     def forget(self, version: Version) -> None:
         """The version is out of service: its drift score no longer says anything (NaN: no alert compares true)."""
         watched = self.watched.pop(version, None)
-        if watched is not None and watched.window is not None:
-            watched.drift.set(math.nan)
+        if watched is not None and watched.window is not None and watched.score() is not None:
+            drift.labels(*watched.labels).set(math.nan)
 
     def refresh(self) -> None:
         for watched in self.watched.values():
             score = watched.score()
             if score is not None:
-                watched.drift.set(score)
+                drift.labels(*watched.labels).set(score)
 
     async def run(self) -> None:
         while True:

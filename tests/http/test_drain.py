@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from harness.drain import sigterm_under_load
 from service.settings import Settings
 from testkit.driver import go
+from testkit.manifests import grace_period_s
 from testkit.server import free_port, started_service
 from testkit.wait import wait_until
 
@@ -28,15 +28,6 @@ DRAIN_S = Settings().drain_s  # the default, as users get it
 # one that is still draining cannot stop answering while a test looks at it, however slow the host.
 LONG_DRAIN_S = 600
 STOP_S = 60
-
-
-def grace_period_s() -> float:
-    """The Deployment's terminationGracePeriodSeconds (deploy/k8s/deployment.yaml): Kubernetes kills a pod that has
-    not exited that long after its SIGTERM."""
-    for doc in yaml.safe_load_all((REPO / "deploy" / "k8s" / "deployment.yaml").read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            return float(doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))  # Kubernetes' default
-    raise AssertionError("no Deployment in deploy/k8s/deployment.yaml")
 
 
 def started(**kwargs):

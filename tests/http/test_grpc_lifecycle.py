@@ -15,12 +15,13 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.settings import Settings
-from service.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+from service.v2.proto import grpc_predict_v2_pb2 as pb
+from service.v2.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from testkit.grpc_load import Calls, closed_loop, infer_request
+from testkit.manifests import grace_period_s
 from testkit.server import free_port, started_service
 from testkit.wait import wait_until, wait_until_async
 
@@ -32,15 +33,6 @@ READINGS = infer_request("temperature-linear", "readings", "FP64", np.array([[35
 
 def started(**kwargs):
     return started_service(home=tempfile.mkdtemp(prefix="bentoml-home-grpc-"), **kwargs)
-
-
-def grace_period_s() -> float:
-    """The Deployment's terminationGracePeriodSeconds (deploy/k8s/deployment.yaml): Kubernetes kills a pod that has
-    not exited that long after its SIGTERM."""
-    for doc in yaml.safe_load_all((REPO / "deploy" / "k8s" / "deployment.yaml").read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            return float(doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))  # Kubernetes' default
-    raise AssertionError("no Deployment in deploy/k8s/deployment.yaml")
 
 
 def health(target: str) -> str:

@@ -19,6 +19,7 @@ from service.core.plane import DataPlane
 from service.replica import Replica
 from service.repository import Repository
 from service.settings import Settings
+from testkit.wait import wait_until_async
 
 LINEAR = artifacts.TEMPERATURE_LINEAR  # the temperature task's default model
 MLP = artifacts.TEMPERATURE_MLP  # the model whose versions are switched
@@ -200,9 +201,7 @@ def test_an_edited_serving_file_reaches_every_worker_and_a_broken_one_changes_no
         async with Workers(tmp_path) as w:
             edited = THERMOMETERS.with_model(MLP, ModelServing(NEW))
             artifacts.serving.write(edited, w.serving_file)
-            deadline = asyncio.get_running_loop().time() + 30
-            while w.defaults() != [NEW, NEW] and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)  # polling with a deadline: the watchers look every 0.1 s
+            await wait_until_async(lambda: w.defaults() == [NEW, NEW], message=lambda: f"defaults {w.defaults()}")
             switched = w.defaults()
             w.serving_file.write_text('{"models": {}}')  # names no default of a task: refused
             generation = w.repos[0].replica.state().generation

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import circus.controller
 import pytest
@@ -16,6 +15,7 @@ from circus.sighandler import SysHandler
 from circus.sockets import CircusSocket, CircusSockets
 
 from service.upstream import arbiter
+from testkit.wait import wait_until
 
 
 @pytest.fixture
@@ -228,10 +228,8 @@ def workers():
              for _ in range(2)]
     import psutil
 
-    deadline = time.monotonic() + 10
-    while not all(psutil.Process(p.pid).children() for p in procs):  # each has started its child
-        assert time.monotonic() < deadline, "the stand-in workers did not start their children"
-        time.sleep(0.01)
+    wait_until(lambda: all(psutil.Process(p.pid).children() for p in procs),  # each has started its child
+               message="the stand-in workers to start their children")
     fake = Arbiter([Watcher([p.pid for p in procs])])
     handler = arbiter.Signals.__new__(arbiter.Signals)  # without circus' registration of process-wide handlers
     handler.controller = Controller(fake)

@@ -18,6 +18,7 @@ from uvicorn.server import ServerState
 from service.lifecycle import Drain
 from service.upstream import server as patch
 from service.upstream.server import Protocol, Server, own_listener, reserved
+from testkit.wait import wait_until
 
 
 def reserve(host: str = "127.0.0.1") -> socket.socket:
@@ -52,10 +53,7 @@ class Running:
         inherited = socket.socket(fileno=socket.dup(self.reserved.fileno()))  # as BentoML's worker gets it
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [inherited]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.server.started
+        wait_until(lambda: self.server.started, message="the server to start")
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)
@@ -222,9 +220,7 @@ class Upstream:
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), message="the server to start")
         assert self.server.started, self.errors
 
     def run(self):
@@ -444,10 +440,8 @@ def test_sigterm_drains_then_closes_the_listener_and_answers_what_reached_it():
         status, headers = ask(idle)  # a keep-alive connection idle since before SIGTERM is answered too
         assert status == 200 and headers.get("connection") == "close"
         late = running.connect()  # connected before the drain ends, its request written as the listener closes
-        deadline = time.monotonic() + 10
-        while not drain.closing:  # the server is shutting down: its listener closed, idle connections lingering
-            assert time.monotonic() < deadline, "the drain never ended"
-            time.sleep(0.002)
+        # the server is shutting down: its listener closed, idle connections lingering
+        wait_until(lambda: drain.closing, every_s=0.002, message="the drain to end")
         status, headers = ask(late)
         assert status == 200 and headers.get("connection") == "close"
         running.thread.join(5)
