@@ -1,4 +1,8 @@
-"""Export a trained module to TorchScript and ONNX, prove parity with the eager model, write metadata.json."""
+"""Export a trained module as a new model version: TorchScript and ONNX, parity with the eager model proved, metadata.json
+written, then published to the BentoML model store and, on request, placed in ``<out>/<name>/<version>/``.
+
+Training never replaces a version nor changes what serves: a version is named by its files' checksums, and only
+``python -m training promote`` changes the serving file (models/serving.json)."""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +154,30 @@ def check_parity(
     return report
 
 
-def export_model(
+@dataclass(frozen=True)
+class Exported:
+    """Where one export went: its model name and version, its metadata, the folder it was placed in (None when it
+    went to the BentoML model store only) and its store tags (empty when not published)."""
+
+    name: str
+    version: str
+    metadata: dict[str, Any]
+    folder: Path | None
+    tags: tuple[str, ...]
+
+
+def command() -> str:
+    """How this process was started, as a shell line (``python -m training ...`` for the training command)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).resolve() == (Path(__file__).parent / "__main__.py").resolve():
+        argv[:1] = ["python", "-m", "training"]
+    return shlex.join(argv)
+
+
+def build(
     module: torch.nn.Module,
     name: str,
-    out_root: Path,
+    folder: Path,
     *,
     example: torch.Tensor,
     parity_inputs: torch.Tensor,
@@ -160,41 +188,117 @@ def export_model(
     task: str = "",
     extra: dict[str, Any] | None = None,
     check_argmax: bool = False,
-) -> Path:
-    """Write ``<out_root>/<name>/{model.pt, model.onnx, metadata.json}``; raise ParityError rather than write a bad export.
+    reference: Callable[[Path], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write ``model.pt``, ``model.onnx`` and ``metadata.json`` into the empty `folder`; return the metadata.
 
-    Files are built in a scratch folder and moved in only after parity passes, so a failed export
-    never leaves a half-written model folder behind.  Other files in the folder (reports) are kept.
+    ParityError when TorchScript or ONNX Runtime disagree with the eager model on `parity_inputs` (then
+    `folder` holds no metadata.json: it is not a version). The metadata holds the version's record: the
+    command, git commit, frameworks, specs, metrics, parity, checksums and whatever `extra` adds (recipe,
+    seed, data checksums), and `reference(folder)`: its monitoring reference (training/reference.py), computed
+    from the exported ONNX file.
     """
     module = module.eval()
-    target = Path(out_root) / name
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
-        scratch = Path(tmp)
-        scripted = to_torchscript(module, example, scratch / "model.pt")
-        to_onnx(module, example, scratch / "model.onnx", input_spec["name"], output_spec["name"])
-        parity = check_parity(module, scripted, scratch / "model.onnx", parity_inputs, atol, check_argmax)
-        log.info("parity %s", parity)
-        files = {f: artifacts.sha256_file(scratch / f) for f in artifacts.MODEL_FILES}
-        metadata = {
-            "name": name,
-            "version": artifacts.content_version(files),
-            "task": task,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
-            "frameworks": frameworks(),
-            "host": {"cpu_count": os.cpu_count(), "machine": platform.machine()},
-            "inputs": [input_spec],
-            "outputs": [output_spec],
-            "metrics": metrics,
-            "parity": parity,
-            "files": files,
-            **(extra or {}),
-        }
-        artifacts.write_metadata(scratch, metadata)
-        for f in [*files, artifacts.METADATA_FILE]:
-            shutil.move(scratch / f, target / f)
-    artifacts.verify(target)
-    print(f"exported {name} version {metadata['version']} to {target} (parity {parity}); "
-          f"the service imports it into its model store when it starts")
-    return target
+    scripted = to_torchscript(module, example, folder / "model.pt")
+    to_onnx(module, example, folder / "model.onnx", input_spec["name"], output_spec["name"])
+    parity = check_parity(module, scripted, folder / "model.onnx", parity_inputs, atol, check_argmax)
+    log.info("parity %s", parity)
+    files = {f: artifacts.sha256_file(folder / f) for f in artifacts.MODEL_FILES}
+    metadata = {
+        "name": name,
+        "version": artifacts.content_version(files),
+        "task": task,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command(),
+        "git_commit": git_commit(),
+        "frameworks": frameworks(),
+        "host": {"cpu_count": os.cpu_count(), "machine": platform.machine()},
+        "inputs": [input_spec],
+        "outputs": [output_spec],
+        "metrics": metrics,
+        "parity": parity,
+        "files": files,
+        **(extra or {}),
+    }
+    if reference is not None:
+        metadata["reference"] = reference(folder)
+    artifacts.write_metadata(folder, metadata)
+    return artifacts.verify(folder)
+
+
+def place(scratch: Path, target: Path) -> bool:
+    """Move the version folder `scratch` to `target` (``<out>/<name>/<version>/``); False when `target` was there.
+
+    A folder named by the version holds the same files, so an existing one is left as is, never replaced; one
+    that fails its checksums or names another version raises ArtifactError (look at it: nothing is touched).
+    """
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(scratch, target)  # one step: a reader sees no folder or the whole one
+            return True
+        except OSError:
+            if not target.exists():
+                raise
+    metadata = artifacts.verify(target)
+    if metadata.get("version") != target.name:
+        raise artifacts.ArtifactError(f"{target}: holds version {metadata.get('version')}, not {target.name}")
+    return False
+
+
+def export_model(
+    module: torch.nn.Module,
+    name: str,
+    out_root: Path | None = None,
+    *,
+    example: torch.Tensor,
+    parity_inputs: torch.Tensor,
+    atol: float,
+    input_spec: dict[str, Any],
+    output_spec: dict[str, Any],
+    metrics: dict[str, Any],
+    task: str = "",
+    extra: dict[str, Any] | None = None,
+    check_argmax: bool = False,
+    publish: bool = True,
+    report: Callable[[Path], Any] | None = None,
+    reference: Callable[[Path], dict[str, Any]] | None = None,
+) -> Exported:
+    """Export `module` as a new version of `name`: publish it to the BentoML model store and, with `out_root`,
+    place it at ``<out_root>/<name>/<version>/``; ParityError rather than deliver a bad export.
+
+    The files are built and checked (parity, checksums) in a scratch folder, so a failed export leaves nothing
+    behind. The version is a hash of the model files: exporting identical files again is the same version,
+    and neither the store entry nor an existing folder of it is replaced. `report(folder)` writes extra
+    files (the MNIST plots) into a version folder about to be placed; store-only exports get no report.
+    Nothing here changes what serves (the serving file, ``python -m training promote``).
+    """
+    if out_root is None and not publish:
+        raise ValueError("an export neither published nor placed in a folder would be lost")
+    if out_root is not None:
+        Path(out_root).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".export-{name}-", dir=out_root))  # out_root: then a rename places it
+    os.chmod(scratch, 0o755)  # mkdtemp's 0700 would become the version folder's
+    try:
+        metadata = build(module, name, scratch, example=example, parity_inputs=parity_inputs, atol=atol,
+                         input_spec=input_spec, output_spec=output_spec, metrics=metrics, task=task, extra=extra,
+                         check_argmax=check_argmax, reference=reference)
+        version = metadata["version"]
+        tags = tuple(artifacts.publish(scratch)) if publish else ()
+        folder, placed = None, False
+        if out_root is not None:
+            folder = artifacts.version_dir(name, version, Path(out_root))
+            if report is not None and not folder.exists():
+                report(scratch)
+            placed = place(scratch, folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    parity = ", ".join(f"{k} {v:.3g}" for k, v in metadata["parity"].items() if k.startswith("max_abs_diff"))
+    print(f"exported {name} version {version} (parity on {metadata['parity']['inputs']} inputs: {parity})")
+    if tags:
+        print(f"  in the BentoML model store: {', '.join(tags)}")
+    if folder is not None:
+        print(f"  folder: {folder}" + ("" if placed else " (already there: the same files, left as is)"))
+    if name in artifacts.MODEL_NAMES:
+        print(f"  nothing serves it yet; next: python -m training promote {name} {version}")
+    return Exported(name, version, metadata, folder, tags)

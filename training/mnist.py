@@ -1,11 +1,14 @@
 """Train a fully connected MNIST classifier (one network, a committee, or a distilled student) and report its metrics.
 
     python -m training mnist --profile quick --data-root ../shared/data/mnist
+    python -m training mnist --profile quick --data-root ../shared/data/mnist --out models   # and a version folder
     python -m training mnist --profile deep --device cuda --member 0 --cache-dir build/members   # one GPU process
 
 Everything is selected on the 5,000-image validation split; the test set is looked at once, at the end
 (unless --no-test, for trials). The finished model is calibrated (temperature scaling fitted on
-validation data) when that lowers the validation calibration error, then exported with its report.
+validation data) when that lowers the validation calibration error, then published as a new version to the
+BentoML model store; with --out it is also placed, with its report (plots), in <out>/<name>/<version>/.
+Nothing serves it until `python -m training promote <name> <version>`.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def run(args) -> dict:
     out = {"module": module, "metrics": metrics, "history": own, "recipe": recipe, "md5": raw["md5"],
            # epoch time of every network it took (the teacher's too), whether trained now or loaded from the cache
            "training_seconds": sum(h["seconds"] for h in history),
-           "val": {"outputs": val["outputs"], "labels": data["val_y"]},
+           "val": {"outputs": val["outputs"], "labels": data["val_y"], "images": data["val_x"]},
            "test_x": raw["test_x"], "test_y": raw["test_y"]}
     if args.test:
         result = test(module, raw["test_x"], raw["test_y"])  # the one and only look at the test set
@@ -213,16 +216,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "parallel processes; a later run without --member finds them all in the cache)")
     parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each member after N steps")
-    parser.add_argument("--out", default="models", help="output folder")
+    parser.add_argument("--out", default=None,
+                        help="also place the version, with its report, in OUT/<name>/<version>/ (an existing version "
+                             "folder is left as is); without it, the version goes to the BentoML model store only "
+                             "and the report is not kept")
+    parser.add_argument("--no-publish", action="store_true",
+                        help="do not publish to the BentoML model store (needs --out: e.g. on a machine without "
+                             "BentoML)")
     parser.add_argument("--name", default=None,
-                        help=f"model name: exports to <out>/<name>/ (default: {artifacts.MNIST_DISTILLED} for "
-                             f"--profile distilled, the served student; {artifacts.MNIST} otherwise)")
+                        help=f"model name (default: {artifacts.MNIST_DISTILLED} for --profile distilled, the served "
+                             f"student; {artifacts.MNIST} otherwise)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep trained members here and reuse them in recipes that share them "
                              "(e.g. build/mnist-members: the teacher of 'distilled' is trained once)")
     parser.add_argument("--teacher-model", type=Path, default=None,
-                        help="distil from this exported model folder (e.g. models/mnist-fc) instead of training "
-                             "the profile's teacher (students only)")
+                        help="distil from this exported model folder (e.g. models/mnist-fc/<version>) instead of "
+                             "training the profile's teacher (students only)")
     parser.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate the finished model on the test set (--no-test: validation only, for trials)")
     parser.add_argument("--no-export", action="store_true", help="skip exporting the model")
@@ -243,9 +252,12 @@ def calibrate(result: dict) -> dict:
 
 def main(args) -> dict:
     from training.plots import save_report
+    from training.reference import digits_reference
 
     if args.member is not None and not args.cache_dir:
         raise SystemExit("--member needs --cache-dir: the member is only kept there")
+    if args.no_publish and not args.out and not args.no_export:
+        raise SystemExit("--no-publish needs --out: the version would be kept nowhere")
     if args.name is None:  # retraining the served student must not overwrite the served committee
         args.name = artifacts.MNIST_DISTILLED if args.profile == "distilled" else artifacts.MNIST
     result = run(args)
@@ -265,18 +277,26 @@ def main(args) -> dict:
     cal = calibrate(result)
     module = calibration.Calibrated(result["module"], cal["temperature"]).eval() if cal["applied"] else result["module"]
     served = calibration.rescale(result["test_outputs"], cal["temperature"]) if cal["applied"] else result["test_outputs"]
-    report = save_report(Path(args.out) / args.name / "report", result["history"], metrics["confusion_matrix"],
-                         result["test_x"], result["test_y"], served, cal)
     print(f"test accuracy {metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
           f"val accuracy {metrics['val_accuracy']:.4f}  temperature {cal['temperature']:.3f} "
           f"({'applied' if cal['applied'] else 'not applied'}: val ECE {cal['val_before']['ece']:.4f} -> "
           f"{cal['val_after']['ece']:.4f}, test ECE {cal['test_before']['ece']:.4f} -> {cal['test_after']['ece']:.4f})  "
-          f"time {result['train_seconds']:.1f}s  report: {', '.join(str(p) for p in report)}", flush=True)
+          f"time {result['train_seconds']:.1f}s", flush=True)
+
+    def report(folder: Path) -> None:
+        paths = save_report(folder / "report", result["history"], metrics["confusion_matrix"], result["test_x"],
+                            result["test_y"], served, cal)
+        print(f"report: {', '.join(p.name for p in paths)}", flush=True)
+
+    def reference(folder: Path) -> dict:
+        return digits_reference(folder / artifacts.FILES["onnx"], to_float(result["val"]["images"]).numpy())
+
     if not args.no_export:
         from training import export
 
         export.export_model(
-            module, args.name, Path(args.out),
+            module, args.name, Path(args.out) if args.out else None, publish=not args.no_publish, report=report,
+            reference=reference,
             example=torch.rand(4, 1, 28, 28),
             parity_inputs=to_float(result["test_x"]),
             atol=1e-5, check_argmax=True,
@@ -284,8 +304,9 @@ def main(args) -> dict:
                         "description": "grayscale digits, white on black, pixel value / 255, NCHW"},
             output_spec={**artifacts.DIGITS.output.as_dict(),
                          "description": "softmax probability of each digit 0-9; rows sum to 1"},
-            metrics=metrics,
-            extra={"recipe": result["recipe"], "dataset_md5": result["md5"], "calibration": cal,
+            metrics=metrics, task="classification",
+            extra={"recipe": result["recipe"], "seed": result["recipe"]["seed"], "dataset_md5": result["md5"],
+                   "calibration": cal,
                    "train_seconds": result["train_seconds"], "training_seconds": result["training_seconds"],
                    "history": result["history"]})
     distributed.finish()

@@ -1,8 +1,16 @@
-"""Fit the thermometer's unknown units to Celsius with a linear model and a small Tanh MLP, then export both."""
+"""Fit the thermometer's unknown units to Celsius with a linear model and a small Tanh MLP, then publish both.
+
+    python -m training temperature                       # both models, published to the BentoML model store
+    python -m training temperature --seed 1 --out models # and placed in models/temperature-*/<version>/
+
+Each export is a new version (a hash of its files) that nothing serves until `python -m training promote`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -120,21 +128,33 @@ def fit(kind: str, args: argparse.Namespace) -> tuple[Thermometer, dict]:
     return model.eval(), metrics
 
 
-def export(kind: str, model: Thermometer, metrics: dict, args: argparse.Namespace) -> Path:
-    from training.export import export_model  # onnx/onnxruntime only needed when exporting
+def data_sha256() -> str:
+    """The checksum of the readings the models are fit to (T_U, T_C), as the metadata records it."""
+    return hashlib.sha256(json.dumps({"t_u": T_U, "t_c": T_C}, sort_keys=True).encode()).hexdigest()
+
+
+def export(kind: str, model: Thermometer, metrics: dict, args: argparse.Namespace):
+    """Publish the fitted model as a new version of temperature-<kind> (and place it under --out when given)."""
+    # onnx and onnxruntime are needed only when exporting
+    from training.export import export_model
+    from training.reference import readings_reference
 
     grid = torch.cat([torch.linspace(-1e4, 1e4, 2001, dtype=torch.float64),
                       torch.linspace(-100, 200, 3001, dtype=torch.float64),
                       torch.tensor(T_U, dtype=torch.float64)]).unsqueeze(1)
+    recipe = {"model": kind, **{k: metrics[k] for k in DEFAULTS[kind]}, "val_points": args.val_points,
+              "seed": args.seed}
     return export_model(
-        model, {"linear": artifacts.TEMPERATURE_LINEAR, "mlp": artifacts.TEMPERATURE_MLP}[kind], Path(args.out),
+        model, {"linear": artifacts.TEMPERATURE_LINEAR, "mlp": artifacts.TEMPERATURE_MLP}[kind],
+        Path(args.out) if args.out else None, publish=not args.no_publish,
         example=torch.tensor([[35.7], [55.9]], dtype=torch.float64),
         parity_inputs=grid, atol=1e-4, task="regression",
         input_spec={**artifacts.TEMPERATURE.input.as_dict(), "unit": "thermometer unit (t_u), raw"},
         output_spec={**artifacts.TEMPERATURE.output.as_dict(), "unit": "degree Celsius"},
-        metrics=metrics,
-        extra={"data": {"t_u": T_U, "t_c": T_C, "source": "shared/seed; Deep Learning with PyTorch ch. 5"},
-               "seed": args.seed},
+        metrics=metrics, reference=lambda folder: readings_reference(),
+        extra={"data": {"t_u": T_U, "t_c": T_C, "sha256": data_sha256(),
+                        "source": "shared/seed; Deep Learning with PyTorch ch. 5"},
+               "recipe": recipe, "seed": args.seed},
     )
 
 
@@ -146,22 +166,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-points", type=int, default=2, help="readings held out in the validation run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=5000)
-    p.add_argument("--out", default="models", help="export root: writes <out>/temperature-<model>/")
-    p.add_argument("--no-export", action="store_true")
+    p.add_argument("--out", default=None,
+                   help="also place each version in OUT/temperature-<model>/<version>/ (an existing version folder is "
+                        "left as is); without it, versions go to the BentoML model store only")
+    p.add_argument("--no-publish", action="store_true",
+                   help="do not publish to the BentoML model store (needs --out: e.g. on a machine without BentoML)")
+    p.add_argument("--no-export", action="store_true", help="fit and report only")
 
 
 def main(args: argparse.Namespace) -> dict[str, dict]:
+    """Fit the chosen models; publish each as a new version unless --no-export. Never changes what serves."""
+    if args.no_publish and not args.out and not args.no_export:
+        raise SystemExit("--no-publish needs --out: the versions would be kept nowhere")
     torch.use_deterministic_algorithms(True)
     kinds = ["linear", "mlp"] if args.model == "both" else [args.model]
-    results = {}
+    results, versions = {}, {}
     for kind in kinds:
         model, metrics = fit(kind, args)
         results[kind] = metrics
         if not args.no_export:
-            export(kind, model, metrics, args)
+            versions[kind] = export(kind, model, metrics, args).version
     print("\nsummary")
     for kind, m in results.items():
-        line = f"  {kind:6s} train MSE {m['train_mse']:.4f}  val MSE {m['val_mse']:.4f}"
+        version = f" version {versions[kind]}" if kind in versions else ""
+        line = f"  {kind:6s}{version} train MSE {m['train_mse']:.4f}  val MSE {m['val_mse']:.4f}"
         if kind == "linear":
             line += (f"  w {m['weight']:.5f} b {m['bias']:.5f}"
                      f"  (closed form w {m['closed_form_weight']:.5f} b {m['closed_form_bias']:.5f})")

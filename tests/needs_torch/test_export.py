@@ -1,4 +1,5 @@
-"""Export: parity is enforced, metadata checksums hold, re-export is byte-identical, and a folder registers once per backend."""
+"""Export: parity is enforced, metadata checksums hold, re-export is byte-identical (the same version, its folder left as is),
+and a folder registers once per backend."""
 
 import argparse
 import json
@@ -26,8 +27,9 @@ def exported(tmp_path_factory):
     args = parser.parse_args(["--model", "linear", "--epochs", "20000", "--out", str(out)])
     args.log_every = 0
     model, metrics = temperature.fit("linear", args)
-    path = temperature.export("linear", model, metrics, args)
-    return model, path, args
+    exported = temperature.export("linear", model, metrics, args)
+    assert exported.folder == out / "temperature-linear" / exported.version
+    return model, exported.folder, args
 
 
 def test_export_writes_checksummed_files(exported):
@@ -37,8 +39,12 @@ def test_export_writes_checksummed_files(exported):
     for name, sha in meta["files"].items():
         assert artifacts.sha256_file(path / name) == sha
     assert meta["version"] == artifacts.content_version(meta["files"])
-    for key in ("name", "created_at", "git_commit", "frameworks", "inputs", "outputs", "metrics", "parity"):
+    for key in ("name", "created_at", "command", "git_commit", "frameworks", "inputs", "outputs", "metrics", "parity",
+                "recipe", "seed", "data", "reference"):
         assert key in meta
+    assert meta["recipe"] == {"model": "linear", "optimizer": "sgd", "lr": 1e-2, "epochs": 20000, "val_points": 2,
+                              "seed": 0}
+    assert meta["data"]["sha256"] == temperature.data_sha256() and len(meta["data"]["t_u"]) == 11
     assert meta["inputs"][0]["name"] == "readings" and meta["outputs"][0]["unit"] == "degree Celsius"
     assert not (path / "model.onnx.data").exists()  # weights embedded
 
@@ -57,10 +63,13 @@ def test_onnx_and_torchscript_match_eager_including_extremes(exported):
 
 def test_reexport_is_identical_and_registers_once_per_backend(exported):
     model, path, args = exported
-    before = json.loads((path / "metadata.json").read_text())
-    temperature.export("linear", model, {"train_mse": 0.0}, args)
-    after = json.loads((path / "metadata.json").read_text())
-    assert after["files"] == before["files"] and after["version"] == before["version"]
+    text = (path / "metadata.json").read_text()
+    before = json.loads(text)
+    again = temperature.export("linear", model, {**before["metrics"], "train_seconds": 0.0}, args)
+    assert again.version == path.name == before["version"] and again.folder == path
+    assert (path / "metadata.json").read_text() == text  # the version's folder is left as is, not replaced
+    assert [p.name for p in path.parent.parent.iterdir()] == ["temperature-linear"]  # no scratch folder left behind
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
     for backend in ("onnx", "torchscript"):
         tags = {artifacts.register(path, backend) for _ in range(2)}
         assert tags == {f"temperature-linear-{backend}:{before['version']}"}
@@ -87,7 +96,8 @@ def test_parity_failure_rejects_the_export(tmp_path):
     with pytest.raises(export.ParityError, match="exceeds"):
         export.export_model(Drifting(), "drift", tmp_path, example=x, parity_inputs=x, atol=1e-4,
                             input_spec={"name": "x"}, output_spec={"name": "y"}, metrics={})
-    assert not (tmp_path / "drift" / "model.onnx").exists()  # nothing half-written
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert not [m for m in bentoml.models.list() if m.tag.name.startswith("drift-")]  # nor published
 
 
 def test_verify_names_a_tampered_or_missing_file(exported, tmp_path):
@@ -105,8 +115,10 @@ def test_verify_names_a_tampered_or_missing_file(exported, tmp_path):
         artifacts.verify(copy)
 
 
-@pytest.mark.parametrize("name", ["temperature-linear", "temperature-mlp", "mnist-fc"])
-def test_committed_artifacts_match_their_metadata(name):
-    meta = artifacts.verify(REPO / "models" / name)
-    assert meta["name"] == name
+@pytest.mark.parametrize("name,version", [(m.name, v) for m in artifacts.MODELS for v in artifacts.folder_versions(m.name)])
+def test_committed_artifacts_match_their_metadata(name, version):
+    meta = artifacts.verify(REPO / "models" / name / version)
+    assert (meta["name"], meta["version"]) == (name, version)
     assert meta["parity"]["max_abs_diff_onnx"] <= meta["parity"]["atol"]
+    task = artifacts.model(name).task
+    artifacts.check_spec(meta, task.input, task.output)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import artifacts
+import artifacts.serving
 from training import export
 from training.mnist_model import MnistFC, Probabilities
 
@@ -25,10 +26,11 @@ def test_fresh_export_passes_parity_on_the_test_set(tmp_path, test_set):
     x, _ = test_set
     torch.manual_seed(0)
     module = Probabilities([MnistFC((64, 32), dropout=0.1, batchnorm=True) for _ in range(2)]).eval()
-    path = export.export_model(module, "mnist-fc", tmp_path, example=torch.rand(4, 1, 28, 28), parity_inputs=x,
-                               atol=1e-5, check_argmax=True, input_spec={"name": "images"},
-                               output_spec={"name": "probabilities"}, metrics={})
-    parity = json.loads((path / "metadata.json").read_text())["parity"]
+    exported = export.export_model(module, "mnist-fc", tmp_path, publish=False, example=torch.rand(4, 1, 28, 28),
+                                   parity_inputs=x, atol=1e-5, check_argmax=True, input_spec={"name": "images"},
+                                   output_spec={"name": "probabilities"}, metrics={})
+    assert exported.folder == tmp_path / "mnist-fc" / exported.version and exported.tags == ()
+    parity = json.loads((exported.folder / "metadata.json").read_text())["parity"]
     assert parity["inputs"] == 10_000
     assert parity["argmax_mismatches_onnx"] == parity["argmax_mismatches_torchscript"] == 0
     assert max(parity["max_abs_diff_onnx"], parity["max_abs_diff_torchscript"]) <= 1e-5

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import artifacts
+import artifacts.serving
 import pytest
 import torch
 

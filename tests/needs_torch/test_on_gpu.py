@@ -5,10 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import artifacts
 import numpy as np
 import pytest
 
+import artifacts
+import artifacts.serving
 from harness import cuda
 
 REPO = Path(__file__).resolve().parents[2]
