@@ -248,7 +248,7 @@ async def lifecycle(args: argparse.Namespace, server: Server, serving_file: Path
         results["baseline"] = {**rate_and_p99(traffic, start, traffic.now()),
                                "versions": sorted({a[1] for a in traffic.answers(start)})}
 
-        status = await asyncio.to_thread(admin.load, model, ModelServing(old, shadow=artifacts.serving.Shadow(new)))
+        status, _ = await asyncio.to_thread(admin.load, model, ModelServing(old, shadow=artifacts.serving.Shadow(new)))
         start = traffic.now()
         await hold(args.phase)
         end = traffic.now()
@@ -260,23 +260,23 @@ async def lifecycle(args: argparse.Namespace, server: Server, serving_file: Path
                              "agreement": round(agreement.get("agree", 0) / max(1.0, agreement.get("agree", 0)
                                                                                   + agreement.get("disagree", 0)), 4)}
 
-        status = await asyncio.to_thread(admin.load, model, ModelServing(
+        status, _ = await asyncio.to_thread(admin.load, model, ModelServing(
             old, canary=artifacts.serving.Canary(new, CANARY_WEIGHT)))
         start = traffic.now()
         while len(traffic.answers(start)) < args.canary_requests:
             await hold(0.2)
         canary = traffic.answers(start)[:args.canary_requests]
-        keyed = await asyncio.to_thread(keyed_sides, server, model)
+        keyed = await asyncio.to_thread(keyed_sides, server, model, new)
         share = sum(a[1] == new for a in canary) / len(canary)
         results["canary"] = {"load_status": status, "requests": len(canary), "share": round(share, 4),
                              "within_8_12_percent": 0.08 <= share <= 0.12, "keyed": keyed}
 
-        promoted_at = traffic.now()
         results["promote"] = await asyncio.to_thread(promote, model, new, serving_file, home, args.data_root)
+        written = traffic.now()  # the gate ran, then the file was written: the workers follow it from here
         await hold(args.hold)
-        results["promote"]["switch"] = check_switch(traffic, new, promoted_at, traffic.now(), workers)
+        results["promote"]["switch"] = check_switch(traffic, new, written, traffic.now(), workers)
 
-        status = await asyncio.to_thread(admin.load, model, ModelServing(old))
+        status, _ = await asyncio.to_thread(admin.load, model, ModelServing(old))
         done = traffic.now()
         await hold(args.hold)
         results["rollback"] = {"load_status": status, **check_switch(traffic, old, done, traffic.now(), workers)}
@@ -285,11 +285,11 @@ async def lifecycle(args: argparse.Namespace, server: Server, serving_file: Path
         for i in range(args.switches):
             for target in (new, old):
                 over = "grpc" if i % 2 else "http"
-                status = await asyncio.to_thread(admin.load, model, ModelServing(target), over)
+                status, error = await asyncio.to_thread(admin.load, model, ModelServing(target), over)
                 done = traffic.now()
                 memory.append(round(sum(server.rss_mib()), 1))
                 await hold(args.hold)
-                switches.append({"via": f"load ({over})", "to": target, "status": status,
+                switches.append({"via": f"load ({over})", "to": target, "status": status, "error": error,
                                  **check_switch(traffic, target, done, traffic.now(), workers)})
         for i in range(args.switches):
             for target in (new, old):
@@ -315,8 +315,9 @@ async def lifecycle(args: argparse.Namespace, server: Server, serving_file: Path
     return results
 
 
-def keyed_sides(server: Server, model: str) -> dict:
-    """KEYED_CLIENTS clients with a routing key each, five requests each: how many saw one version only."""
+def keyed_sides(server: Server, model: str, canary: str) -> dict:
+    """KEYED_CLIENTS clients with a routing key each, five requests each: how many saw one version only, and how many
+    of those the canary."""
     body = payload(model).body
     sides = {}
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -326,15 +327,16 @@ def keyed_sides(server: Server, model: str) -> dict:
                 for _ in range(5)}
             sides[f"client-{k}"] = sorted(seen)
     return {"clients": KEYED_CLIENTS, "one_side": sum(len(v) == 1 for v in sides.values()),
-            "on_canary": sum(len(v) == 1 for v in sides.values())}
+            "on_canary": sum(v == [canary] for v in sides.values())}
 
 
 def passed(r: dict) -> bool:
     t = r["traffic"]
     memory = r["memory_mib_after_load_switches"]
-    return (t["http_lost"] == 0 and t["grpc_lost"] == 0 and r["canary"]["within_8_12_percent"]
+    return (t["http_lost"] == 0 and t["grpc_lost"] == 0 and r["shadow"]["load_status"] == 200
+            and r["canary"]["load_status"] == 200 and r["canary"]["within_8_12_percent"]
             and r["canary"]["keyed"]["one_side"] == KEYED_CLIENTS and r["promote"]["exit"] == 0
-            and r["promote"]["switch"]["passed"] and r["rollback"]["passed"]
+            and r["promote"]["switch"]["passed"] and r["rollback"]["passed"] and r["rollback"]["load_status"] == 200
             and all(s["passed"] and s.get("status", 200) == 200 for s in r["switches"])
             and (not memory or memory[-1] <= 1.10 * memory[0])
             and r["broken"]["status"] == 400 and r["broken"]["passed"])
@@ -367,13 +369,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=None, help="pin the worker count (default: the service's own)")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--phase", type=float, default=5.0, help="seconds of the baseline and shadow phases")
-    ap.add_argument("--hold", type=float, default=3.0, help="seconds of load after each switch")
+    ap.add_argument("--hold", type=float, default=4.0, help=f"seconds of load after each switch (more than the "
+                    f"{SWITCHED_WITHIN_S:g} s after which every answer must name the new version)")
     ap.add_argument("--switches", type=int, default=10, help="times there and back, by load and by the serving file")
     ap.add_argument("--canary-requests", type=int, default=10_000)
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "mnist"),
                     help="MNIST, for the gate of a digit model")
     ap.add_argument("--out", help="results file (default harness/results/lifecycle-<date>.json)")
     args = ap.parse_args(argv)
+    if args.hold <= SWITCHED_WITHIN_S + 0.5:
+        ap.error(f"--hold must be more than {SWITCHED_WITHIN_S + 0.5:g} s: the answers after {SWITCHED_WITHIN_S:g} s "
+                 "are what is checked")
     results = run(args)
     t = results["traffic"]
     print(json.dumps({k: results[k] for k in ("baseline", "shadow", "canary", "rollback", "broken")}, indent=1))

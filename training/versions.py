@@ -57,10 +57,15 @@ def roots(serving_path: Path) -> list[Path]:
 def store_entries(name: str) -> dict[str, dict[str, Path]]:
     """version -> backend -> the folder of its store entry, for every version of `name` in the BentoML model store."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
     entries: dict[str, dict[str, Path]] = {}
     for backend in artifacts.FILES:
-        for m in bentoml.models.list(f"{name}-{backend}"):
+        try:
+            found = bentoml.models.list(f"{name}-{backend}")
+        except NotFound:  # no entry of that backend (a serving store holds its backend's only)
+            continue
+        for m in found:
             entries.setdefault(str(m.tag.version), {})[backend] = Path(m.path)
     return entries
 
