@@ -92,6 +92,11 @@ class Window:
         self.at = (self.at + n) % self.size
         self.filled = min(self.size, self.filled + n)
 
+    def add_one(self, value: Any) -> None:
+        self.values[self.at] = value
+        self.at = (self.at + 1) % self.size
+        self.filled = min(self.size, self.filled + 1)
+
     def current(self) -> np.ndarray:
         return self.values[:self.filled] if self.filled < self.size else self.values
 
@@ -133,6 +138,8 @@ class Watched:
         self.inputs.inc(rows)
         if self.window is None:
             return
+        if self.digits and rows == 1:  # one image (a /digit request alone in its batch): scalars, no arrays
+            return self.observe_one(x, y[0])
         if self.digits:
             predicted = y.argmax(axis=1)
             top = y.max(axis=1)
@@ -154,6 +161,18 @@ class Watched:
             self.window.add(readings)
         if outside:
             self.outside.inc(outside)
+
+    def observe_one(self, x: np.ndarray, probabilities: np.ndarray) -> None:
+        predicted = int(probabilities.argmax())
+        top = float(probabilities[predicted])
+        self.classes[predicted].inc(1)
+        self.confidence.observe(top)
+        if top < self.low_threshold:
+            self.low.inc(1)
+        ink, frame = ref.image_statistics(x)
+        if not self.ink[0] <= ink[0] <= self.ink[1] or frame[0] > self.frame:
+            self.outside.inc(1)
+        self.window.add_one(predicted)
 
     def score(self) -> float | None:
         """The drift of this worker's window; None until the window is full (a partial one is noise)."""
