@@ -38,13 +38,11 @@ from service.v2 import grpc_service
 SETTINGS = Settings.from_env()
 SERVING_FILE = Path(SETTINGS.serving_file) if SETTINGS.serving_file else artifacts.serving.SERVING_FILE
 SERVING = artifacts.serving.read(SERVING_FILE)  # a bad serving file stops the start here, with its message
-# Here, in `bentoml serve`'s own process: every version served is in the store (imported from models/ if need be),
-# its file and spec checked, the device usable; a bad one stops the start rather than failing workers forever.
 PATHS = {(name, v): artifacts.locate(name, v, SETTINGS.backend) for name, entry in SERVING.models.items()
-         for v in entry.served()}
-runtime.check(PATHS, SETTINGS)
+         for v in entry.served()}  # every version served is in the store (imported from models/ if need be)
 REPLICA, MADE_HERE = Replica.for_process(SERVING, SERVING.digest())  # the workers' shared state: made here, inherited
-if MADE_HERE:
+if MADE_HERE:  # in `bentoml serve`'s own process, before any worker: a bad version or device stops the start here
+    runtime.check(PATHS, SETTINGS)  # rather than failing workers forever (each worker verifies what it loads)
     atexit.register(REPLICA.remove)
 ADMISSION = Admission(SETTINGS.queue_target_s, SETTINGS.concurrency, SETTINGS.max_requests,
                       SETTINGS.max_inflight_bytes, floor=SETTINGS.queue_floor)
