@@ -1,8 +1,8 @@
 """What the workers of one replica (one ``bentoml serve``) share, as files in one folder: the serving state in force, each live worker's acknowledgement of it, and the lock that lets one model change through at a time.
 
-The folder (``THERMODIGITS_REPLICA_DIR``) is made once per replica, before the workers start (BentoML's
-``on_deployment`` hook, in the supervisor; or by the first process that needs it, for an in-process app), and the
-workers inherit its name. In it:
+The folder (``THERMODIGITS_REPLICA_DIR``) is made once per replica by the process that imports the service and is
+not a worker (``bentoml serve``'s own, before its workers start; or an in-process app), which names it in the
+environment its workers inherit; a worker joins the folder named there. In it:
 
 * ``state.json``: ``{"generation": n, "source": <digest of the serving file it came from>, "serving": {...}}``,
   replaced atomically by ``publish`` (generation + 1); workers notice a new one by its stat (``stamp``);
@@ -77,11 +77,15 @@ class Replica:
         return replica
 
     @classmethod
-    def for_process(cls, serving: Serving, source: str) -> tuple["Replica", bool]:
-        """(the replica named by the environment, False), or (a new one, named there for the processes this one starts,
-        True)."""
-        folder = os.environ.get(ENV)
-        if folder and Path(folder, "state.json").is_file():
+    def for_process(cls, serving: Serving, source: str, worker: bool) -> tuple["Replica", bool]:
+        """A worker's: (the replica the environment names, False). Any other process's: (a new one, named in the
+        environment for the workers it starts, True); whatever the environment said before (a server started by a
+        test or a harness makes its own)."""
+        if worker:
+            folder = os.environ.get(ENV)
+            if not folder or not Path(folder, "state.json").is_file():
+                raise RuntimeError(f"this worker's replica folder is missing ({ENV}={folder!r}): start the service "
+                                   "with `bentoml serve`, which makes it")
             return cls(Path(folder)), False
         replica = cls.create(serving, source)
         os.environ[ENV] = str(replica.folder)

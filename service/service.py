@@ -40,7 +40,8 @@ SERVING_FILE = Path(SETTINGS.serving_file) if SETTINGS.serving_file else artifac
 SERVING = artifacts.serving.read(SERVING_FILE)  # a bad serving file stops the start here, with its message
 PATHS = {(name, v): artifacts.locate(name, v, SETTINGS.backend) for name, entry in SERVING.models.items()
          for v in entry.served()}  # every version served is in the store (imported from models/ if need be)
-REPLICA, MADE_HERE = Replica.for_process(SERVING, SERVING.digest())  # the workers' shared state: made here, inherited
+# The workers' shared state: made by the process that is no worker (bentoml serve's own), inherited by its workers.
+REPLICA, MADE_HERE = Replica.for_process(SERVING, SERVING.digest(), worker=bentoml.server_context.worker_index is not None)
 if MADE_HERE:  # in `bentoml serve`'s own process, before any worker: a bad version or device stops the start here
     runtime.check(PATHS, SETTINGS)  # rather than failing workers forever (each worker verifies what it loads)
     atexit.register(REPLICA.remove)

@@ -226,3 +226,21 @@ def test_the_index_lists_every_version_with_its_state(tmp_path):
     distilled = [e for e in index if e["name"] == artifacts.MNIST_DISTILLED]
     assert distilled and all(e["state"] == "UNAVAILABLE" and e["reason"] == "not loaded" for e in distilled)
     assert all(e["state"] == "READY" for e in ready) and len(ready) < len(index)
+
+
+def test_a_worker_joins_the_replica_its_environment_names_and_any_other_process_makes_its_own(monkeypatch):
+    from service.replica import ENV
+
+    before, made = Replica.for_process(THERMOMETERS, THERMOMETERS.digest(), worker=False)  # as a test process
+    try:
+        # a server this process starts is no worker of it: it makes its own, whatever the environment says
+        other, made_other = Replica.for_process(THERMOMETERS, THERMOMETERS.digest(), worker=False)
+        assert made_other and other.folder != before.folder
+        joined, made_joined = Replica.for_process(THERMOMETERS, THERMOMETERS.digest(), worker=True)
+        assert joined.folder == other.folder and not made_joined  # its workers join it
+        other.remove()
+        monkeypatch.delenv(ENV)
+        with pytest.raises(RuntimeError, match="this worker's replica folder is missing"):
+            Replica.for_process(THERMOMETERS, THERMOMETERS.digest(), worker=True)
+    finally:
+        before.remove()
