@@ -1,4 +1,4 @@
-"""The service's own web page: GET / (service/web/index.html), its assets under /web/, and GET /docs (Swagger UI).
+"""The service's own web pages: GET / (service/web/index.html), GET /monitor (monitor.html), their assets under /web/, and GET /docs (Swagger UI).
 
 Nothing served here makes a request to another origin, and the Content-Security-Policy header tells
 the browser to refuse any that would (BentoML's own index page loads Google Tag Manager: /docs is a page of
@@ -57,11 +57,13 @@ def page(name: str, csp: str):
 
 
 index = page("index.html", PAGE_CSP)  # the drawing and thermometer page
+monitor = page("monitor.html", PAGE_CSP)  # what each model version answers, live, from /metrics and /metadata
 docs = page("docs.html", DOCS_CSP)  # Swagger UI for /docs.json; its initializer turns the validator badge off
 
 
 ROUTES = [
     Route("/", index, methods=["GET", "HEAD"]),
+    Route("/monitor", monitor, methods=["GET", "HEAD"]),
     Route("/docs", docs, methods=["GET", "HEAD"]),
     Mount("/web", app=Assets(directory=WEB, check_dir=False), name="web"),
 ]

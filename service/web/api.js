@@ -6,7 +6,12 @@
 
 import { askForToken, currentToken } from "./token.js";
 
-export class ApiError extends Error {}
+export class ApiError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status; // the HTTP status of a refusal; 0 when the service was not reached or not understood
+  }
+}
 
 async function send(path, options, token) {
   try {
@@ -35,10 +40,10 @@ export async function call(path, options = {}) {
     const said = body && typeof body.error === "string" ? body.error : `The service answered HTTP ${response.status}.`;
     if (asksForBearerToken(response)) {
       // A token given meanwhile (another call asked) is tried at once; else the user is asked.
-      if (currentToken() === token && !(await askForToken(said))) throw new ApiError(said);
+      if (currentToken() === token && !(await askForToken(said))) throw new ApiError(said, response.status);
       continue;
     }
-    if (!response.ok) throw new ApiError(said);
+    if (!response.ok) throw new ApiError(said, response.status);
     if (body === null) throw new ApiError("The service's answer was not JSON.");
     return body;
   }
