@@ -208,11 +208,19 @@ def artifacts_versions(model: str, home: Path) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
-def promote(model: str, version: str, serving_file: Path, home: Path, data_root: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "training", "promote", model, version, "--serving-file",
-                          str(serving_file), "--data-root", data_root], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "BENTOML_HOME": str(home)})
-    return {"exit": out.returncode, "output": (out.stdout + out.stderr)[-1500:]}
+def promote(model: str, version: str, serving_file: Path, home: Path, data_root: str, force: bool = False) -> dict:
+    """`python -m training promote` on the replica's serving file; with `force`, again with --force if the gate
+    refuses (both outcomes kept)."""
+    def gate(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "training", "promote", model, version, "--serving-file",
+                              str(serving_file), "--data-root", data_root, *extra], cwd=REPO, capture_output=True,
+                             text=True, env={**os.environ, "BENTOML_HOME": str(home)})
+        return {"exit": out.returncode, "output": (out.stdout + out.stderr)[-1500:]}
+
+    result = gate()
+    if result["exit"] != 0 and force:
+        result = {**gate("--force"), "refused_first": result}
+    return result
 
 
 BROKEN = "0" * 16
@@ -271,7 +279,8 @@ async def lifecycle(args: argparse.Namespace, server: Server, serving_file: Path
         results["canary"] = {"load_status": status, "requests": len(canary), "share": round(share, 4),
                              "within_8_12_percent": 0.08 <= share <= 0.12, "keyed": keyed}
 
-        results["promote"] = await asyncio.to_thread(promote, model, new, serving_file, home, args.data_root)
+        results["promote"] = await asyncio.to_thread(promote, model, new, serving_file, home, args.data_root,
+                                                     args.force_promote)
         written = traffic.now()  # the gate ran, then the file was written: the workers follow it from here
         await hold(args.hold)
         results["promote"]["switch"] = check_switch(traffic, new, written, traffic.now(), workers)
@@ -373,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{SWITCHED_WITHIN_S:g} s after which every answer must name the new version)")
     ap.add_argument("--switches", type=int, default=10, help="times there and back, by load and by the serving file")
     ap.add_argument("--canary-requests", type=int, default=10_000)
+    ap.add_argument("--force-promote", action="store_true", help="when the gate refuses the new version (a worse "
+                    "one), record the refusal and promote it with --force")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "mnist"),
                     help="MNIST, for the gate of a digit model")
     ap.add_argument("--out", help="results file (default harness/results/lifecycle-<date>.json)")

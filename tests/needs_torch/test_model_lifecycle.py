@@ -11,7 +11,7 @@ from harness.lifecycle import KEYED_CLIENTS, run
 def test_a_model_s_life_loses_no_request_and_every_worker_follows_every_switch(record_property):
     args = argparse.Namespace(model=artifacts.TEMPERATURE_MLP, new_version=None, seed=7, clients=16, grpc_clients=16,
                               workers=None, warmup=1.0, phase=3.0, hold=3.0, switches=2, canary_requests=3000,
-                              data_root="data")
+                              data_root="data", force_promote=False)
     results = run(args)
     record_property("figures", {k: v for k, v in results.items() if k != "switches"})
     t = results["traffic"]
