@@ -30,7 +30,8 @@ JSON_POSTS = {
                                                         "data": [35.7]}]},
 }
 GETS = ("/metadata", "/docs.json", "/schema.json", "/v2", "/v2/models/mnist-fc", "/v2/models/mnist-fc/ready")
-OPEN = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/", "/web/app.js", "/docs")
+OPEN = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/", "/web/app.js", "/docs",
+        "/monitor")
 
 
 @pytest.fixture(scope="module")
