@@ -1,6 +1,6 @@
 """Drive the service's web page in Debian's chromium with Playwright: launch it, draw digits, convert readings, take the screenshot.
 
-Shared by tests/test_browser.py and harness/screenshot.py. Playwright cannot download its own
+Shared by tests/browser/ and harness/screenshot.py. Playwright cannot download its own
 browsers here; CHROMIUM names the browser to use (default /usr/bin/chromium, `apt-get install chromium`).
 Headless unless CHROMIUM_HEADFUL=1 (which needs a display: `xvfb-run -a env CHROMIUM_HEADFUL=1 ...`).
 """

@@ -7,7 +7,7 @@ How (uvicorn 0.54, no setting for it): BentoML's worker builds ``uvicorn.Config`
 and uvicorn resolves that name through ``uvicorn.config.HTTP_PROTOCOLS``; ``install()`` points it at
 ``Door``, uvicorn's httptools protocol with one method overridden: ``_start_asgi_task``, called once a
 request's headers are parsed and its ASGI task is about to be created. ``Door`` asks the worker's
-``Admission`` there (service/api/admission.py: the one place that decides). A refused request is
+``Admission`` there (service/core/admission.py: the one place that decides). A refused request is
 answered in the error shape with ``Retry-After``, the connection kept (uvicorn skips the unread body,
 as it does for any early answer), and counted in BentoML's request metrics and written to its access
 log in BentoML's format, like every other answer. An admitted request carries its admission ticket to

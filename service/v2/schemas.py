@@ -35,7 +35,7 @@ Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(SCALAR)]
 
 
 def _parameters(known: dict[str, dict]) -> Any:
-    """$parameters: any names, scalar values; service/v2/tensors.py checks the types of the `known` ones it acts on."""
+    """$parameters: any names, scalar values; service/v2/parameters.py checks the types of the `known` ones it acts on."""
     return Annotated[dict[str, Scalar], Field(fail_fast=True), WithJsonSchema(
         {"type": "object", "properties": known, "additionalProperties": SCALAR})]
 
