@@ -148,17 +148,17 @@ class DataPlane:
         task.add_done_callback(self.shadows.discard)
 
     async def _shadow(self, place: Any, answered: Version, shadow: Version, x: np.ndarray, y: np.ndarray) -> None:
-        await asyncio.sleep(0)  # the answer goes out first
-        started = time.perf_counter()
         out, outcome = None, FAILED
-        try:
-            with place:
+        with place:  # held from here, whatever happens: even a copy cancelled before it ran gives its place back
+            await asyncio.sleep(0)  # the answer goes out first
+            started = time.perf_counter()
+            try:
                 out, outcome = np.asarray(await shadow.predict(x)), DONE
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("the shadow version %s:%s failed on a copy of a request", shadow.name, shadow.version,
-                        exc_info=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the shadow version %s:%s failed on a copy of a request", shadow.name, shadow.version,
+                            exc_info=True)
         if self.on_shadow is not None:
             self.on_shadow(answered, shadow, y, out, outcome, time.perf_counter() - started)
 
