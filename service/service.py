@@ -93,6 +93,11 @@ class ThermoDigits:
         self.tasks = [loop.create_task(self.repository.watch()), loop.create_task(MONITOR.run()),
                       loop.create_task(metrics.report_worker(lambda: not DRAIN.draining))]
 
+    @bentoml.on_shutdown
+    def leave_the_replica(self) -> None:
+        """This worker no longer takes part in model changes (a change does not wait for it)."""
+        REPLICA.leave()
+
     async def __is_ready__(self) -> bool:
         """BentoML's readiness hook (/readyz 503 when false): false from SIGTERM on, while the worker drains."""
         return not DRAIN.draining
