@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="versions-cost-"))
     configs = configurations(folder)
     homes = {name: folder / f"home-{i}" for i, name in enumerate(configs)}
+    for home in homes.values():
+        home.mkdir()
     for name, path in configs.items():
         one_start(path, homes[name])  # imports the versions into the store: not timed
     runs: dict[str, list[dict]] = {name: [] for name in configs}

@@ -6,26 +6,26 @@ CPython 3.11-3.14, and where a patch relies on them prometheus_client 0.26.0 and
 tests/upstream run upstream's code without the patch and fail when what it relies on or works around changes;
 ``install()`` logs a warning naming each patch whose targets are installed in other versions (``mismatches()``) and
 starts all the same; tests/upstream/test_written_for.py fails while any differs. Benefits are B/A of
-``python -m harness.ab`` (the service without the patch over the service with it, alternating rounds, every round
-beyond the 5 % the same host's A/A run spreads); the figures, the commands and the records:
-docs/decisions/upstream-patches.md. A patch whose benefit cannot be told from noise is removed.
+``python -m harness.ab --all`` (the service without the patch over the service with it, three alternating rounds,
+every round beyond the largest spread of the same run's A/A, per measure); the figures, the commands and the
+records: docs/decisions/upstream-patches.md. A speed patch whose benefit cannot be told from that noise is removed;
+a correctness patch stays while its behavioural test fails without it.
 
 | patch | upstream target | why | measured benefit | test | delete when |
 | --- | --- | --- | --- | --- | --- |
-| ``reuseport`` | ``circus.sockets.CircusSocket.bind``/``listen`` (the API server's socket reserves the port, SO_REUSEPORT, no listen; a port something listens on stops the start); ``uvicorn.Server.startup`` (each worker listens on a socket of its own) | one shared socket gives each connection to whichever worker wins ``accept()``: whole rounds landed on one worker (BentoML #5426) | two workers: a round's least share 0-24 % -> 43-50 %; /temperature c=16 B/A 0.94, 0.53, 0.91, p99 1.13-1.43 | tests/upstream/test_arbiter.py, tests/upstream/test_uvicorn_server.py, tests/http/test_workers.py | BentoML gives each worker its own socket (PR #5557) or uvicorn a ``reuse_port`` |
-| ``drain`` | ``uvicorn.Server.handle_exit``/``on_tick``/``shutdown``; ``HttpToolsProtocol._start_asgi_task``/``shutdown`` (via ``Door``'s base); ``circus.controller.SysHandler`` | SIGTERM closed the listener and idle keep-alive connections at once, and a second SIGTERM was ignored | SIGTERM under 32 clients: 26-33 requests lost -> 0 | tests/upstream/test_uvicorn_server.py, tests/upstream/test_arbiter.py, tests/http/test_drain.py | uvicorn drains on SIGTERM (a drain period, keep-alive off, no reset of queued connections) and BentoML forwards it |
-| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]``: ``HttpToolsProtocol`` subclassed (``_start_asgi_task``, ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) | flood refusals p99 1.26-1.37x faster | tests/upstream/test_door.py | uvicorn offers a hook before the ASGI task and a head limit for httptools |
-| ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn | flood refusals max 53 ms instead of up to 456 ms | tests/upstream/test_door.py | libuv accepts a burst per turn (libuv PR #3696) |
-| ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape | /temperature p99 11-19x lower | tests/upstream/test_bentoml_app.py | BentoML cancels its timer |
-| ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` without a tracing exporter | spans made for every request and never exported | /temperature 1.8x the answers | tests/upstream/test_bentoml_app.py | BentoML leaves tracing out when unconfigured |
-| ``endpoint-wrapper-cache`` | ``_bentoml_sdk.method.APIMethod._local_call`` | a new wrapper (``inspect.signature``) per request | /temperature 1.10-1.15x the answers | tests/upstream/test_bentoml_app.py | BentoML caches the wrapper |
-| ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood | /temperature p99 5x lower; flood goodput 1.08-1.16x | tests/upstream/test_gc_tuning.py | CPython's collector changes (3.14's is incremental) |
+| ``reuseport`` | ``circus.sockets.CircusSocket.bind``/``listen`` (the API server's socket reserves the port, SO_REUSEPORT, no listen; a port something listens on stops the start); ``uvicorn.Server.startup`` (each worker listens on a socket of its own) | one shared socket gives each connection to whichever worker wins ``accept()``: whole rounds landed on one worker (BentoML #5426) | two workers: /digit/image (200x200) c=64 B/A 0.63, 0.63, 0.65 the answers, p99 1.41, 1.29, 1.41; /temperature c=16 p99 1.55, 1.79, 1.33 | tests/upstream/test_arbiter.py, tests/upstream/test_uvicorn_server.py, tests/http/test_workers.py | BentoML gives each worker its own socket (PR #5557) or uvicorn a ``reuse_port`` |
+| ``drain`` | ``uvicorn.Server.handle_exit``/``on_tick``/``shutdown``; ``HttpToolsProtocol._start_asgi_task``/``shutdown`` (via ``Door``'s base); ``circus.controller.SysHandler`` | SIGTERM closed the listener and idle keep-alive connections at once, and a second SIGTERM was ignored | correctness: SIGTERM under 32 clients loses requests without it (harness.drain); no throughput effect (B/A 0.94-1.10) | tests/upstream/test_uvicorn_server.py, tests/upstream/test_arbiter.py, tests/http/test_drain.py | uvicorn drains on SIGTERM (a drain period, keep-alive off, no reset of queued connections) and BentoML forwards it |
+| ``door`` | ``uvicorn.config.HTTP_PROTOCOLS["auto"]``: ``HttpToolsProtocol`` subclassed (``_start_asgi_task``, ``data_received``); BentoML's metrics and access-log middlewares subclassed | refusals (429, 401) written before the ASGI stack; uvicorn's httptools protocol has no limit on a request's head (431) | flood goodput B/A 0.80, 0.76, 0.91; refusals p99 2.39, 2.46, 1.97; admitted p99 1.20, 1.44, 1.10 | tests/upstream/test_door.py | uvicorn offers a hook before the ASGI task and a head limit for httptools |
+| ``asyncio-loop`` | ``uvicorn.config.LOOP_FACTORIES["auto"]`` | uvloop accepts one connection per loop turn | flood refusals max B/A 20.3, 12.2, 8.2 (62 -> 700 ms) | tests/upstream/test_door.py | libuv accepts a burst per turn (libuv PR #3696) |
+| ``deadline`` | ``ServiceAppFactory.middlewares``: ``TimeoutMiddleware`` out, its ``traffic.timeout`` to the guard | its uncancelled timers kept every request alive for 30 s; its 504 was outside the error shape | /temperature c=16 p99 B/A 27.1, 6.7, 12.8 (5 -> 69 ms); /digit c=64 p99 5.5, 7.2, 6.1 | tests/upstream/test_bentoml_app.py | BentoML cancels its timer |
+| ``request-id`` | ``ServiceAppFactory.middlewares``: ``OpenTelemetryMiddleware`` -> ``RequestId`` without a tracing exporter | spans made for every request and never exported | /temperature c=16 B/A 0.63, 0.59, 0.61 the answers; /digit c=64 0.71, 0.72, 0.74; flood goodput 0.79, 0.84, 0.80 | tests/upstream/test_bentoml_app.py | BentoML leaves tracing out when unconfigured |
+| ``gc`` | ``gc.freeze()``, ``gc.set_threshold`` | full collections scanning every live request in a flood | /temperature c=16 p99 B/A 13.2, 13.8, 13.0 (5 -> 65 ms); /digit c=64 p99 3.1, 3.2, 3.1; flood goodput 0.87, 0.85, 0.87 | tests/upstream/test_gc_tuning.py | CPython's collector changes (3.14's is incremental) |
 | ``multipart`` | ``_bentoml_impl.serde.MultipartSerde.parse_request`` | 500s for malformed multipart bodies and binary parts under a wrong name; a text part fetched as a URL | correctness (400s) | tests/upstream/test_multipart.py | BentoML refuses these itself |
 | ``histogram-counts`` | ``prometheus_client`` ``Histogram._buckets``/``_sum``, written by ``observe_counts`` (service/upstream/prometheus.py; called by service/monitoring.py, not installed) | a batch's prediction statistics cost one ``observe()`` per row, each a lock and a write to the multiprocess file | not measured | tests/upstream/test_prometheus.py | prometheus_client observes a value n times in one call |
 
 Order, as ``install`` applies them: multipart (request parsing), the supervisor's socket and signals (before
 ``serve_http`` builds them), the worker's server and protocol, the door and the loop (before uvicorn loads its config
-in the worker), the middleware stack changes and the wrapper cache (before the worker builds its ASGI app);
+in the worker), the middleware stack changes (before the worker builds its ASGI app);
 ``after_load`` tunes the collector once the models are loaded. The patches in ``SKIPPABLE`` can be left out with
 ``SERVICE_SKIP_PATCHES`` (for A/B measurement only).
 """
@@ -44,7 +44,7 @@ from service.lifecycle import Drain
 from service.upstream import arbiter, bentoml_app, door, gc_tuning, multipart, server
 
 # In the order install() applies them.
-SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-id", "endpoint-wrapper-cache", "gc")
+SKIPPABLE = ("reuseport", "drain", "door", "asyncio-loop", "deadline", "request-id", "gc")
 PATCHES = ("multipart", *SKIPPABLE, "histogram-counts")  # every row of the table above; multipart is always
 # installed, histogram-counts is a function service/monitoring.py calls
 _skipped: frozenset[str] = frozenset()
@@ -63,7 +63,6 @@ WRITTEN_FOR: dict[str, dict[str, str]] = {
     "asyncio-loop": {"uvicorn": "0.54.0"},
     "deadline": {"bentoml": "1.4.40"},
     "request-id": {"bentoml": "1.4.40"},
-    "endpoint-wrapper-cache": {"bentoml": "1.4.40"},
     "gc": {CPYTHON: "3.11-3.14"},
     "histogram-counts": {"prometheus-client": "0.26.0"},
 }
@@ -156,8 +155,6 @@ def install(service: Any, admission: Admission, access: Access, settings: Settin
     if "door" in skip:
         changes.discard("door-counters")
     bentoml_app.middleware_stack(changes)
-    if "endpoint-wrapper-cache" not in skip:
-        bentoml_app.cache_endpoint_wrappers()
 
 
 def after_load() -> None:

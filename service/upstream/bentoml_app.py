@@ -1,11 +1,8 @@
-"""BentoML 1.4.40's per-request work that this service does not need, and its middleware stack, patched; each patch installs alone (service/upstream/__init__.py).
+"""BentoML 1.4.40's middleware stack, patched where it does per-request work this service does not need; each change installs alone (service/upstream/__init__.py).
 
 The thermometer models answer in microseconds and the MNIST one in a millisecond or two, so what
 BentoML does around every request is most of the cost:
 
-* ``cache_endpoint_wrappers``: reading an endpoint from the service instance (``APIMethod.__get__``,
-  once per request) builds a new wrapper with ``inspect.signature`` and ``functools.wraps``. The
-  wrapper depends only on the method and the instance: built once per instance.
 * ``middleware_stack`` with these changes to the stack BentoML builds (``ServiceAppFactory.middlewares``):
 
   - ``"request-id"``: ``OpenTelemetryMiddleware`` wraps every request even when no tracing is
@@ -30,7 +27,6 @@ import random
 from typing import Any, Callable
 
 from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
-from _bentoml_sdk.method import APIMethod
 from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
@@ -43,8 +39,6 @@ from service.api.guard import Guard
 from service.upstream.door import AccessLog, Metrics
 
 UPSTREAM_MIDDLEWARES = ServiceAppFactory.middlewares  # a property
-UPSTREAM_LOCAL_CALL = APIMethod._local_call
-CALLERS = "__thermodigits_local_callers__"  # instance attribute: endpoint name -> its built wrapper
 STACK_CHANGES = ("request-id", "deadline", "door-counters")
 
 _changes: set[str] = set()  # what middleware_stack() installed
@@ -99,22 +93,6 @@ def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
             m = Middleware(Guard, **{**m.kwargs, "timeout": timeout})
         out.append(m)
     return out
-
-
-def _local_call(self: APIMethod, instance: Any) -> Callable[..., Any]:
-    callers = getattr(instance, "__dict__", None)
-    if callers is None:  # an instance without __dict__: nowhere to keep it
-        return UPSTREAM_LOCAL_CALL(self, instance)
-    callers = callers.setdefault(CALLERS, {})
-    caller = callers.get(self.name)
-    if caller is None or caller.func is not self.func:
-        caller = callers[self.name] = UPSTREAM_LOCAL_CALL(self, instance)
-    return caller
-
-
-def cache_endpoint_wrappers() -> None:
-    """Idempotent: APIMethod._local_call's wrapper built once per instance."""
-    APIMethod._local_call = _local_call
 
 
 def middleware_stack(changes: set[str]) -> None:

@@ -55,22 +55,6 @@ def test_responses_still_carry_a_fresh_request_id(client):
     assert len(ids) == 3 and all(len(i) == 16 for i in ids)
 
 
-def test_upstream_still_builds_a_new_endpoint_wrapper_per_access(service):
-    """If this fails, BentoML caches the wrapper itself: delete the endpoint-wrapper-cache patch."""
-    svc = service()
-    method = service.apis["temperature"]
-    assert bentoml_app.UPSTREAM_LOCAL_CALL(method, svc) is not bentoml_app.UPSTREAM_LOCAL_CALL(method, svc)
-
-
-def test_endpoint_wrapper_is_built_once_per_instance_and_behaves_the_same(service):
-    a, b = service(), service()
-    assert a.temperature.local is a.temperature.local
-    assert a.temperature.local is not b.temperature.local
-    assert a.digit.local is not a.temperature.local
-    upstream = bentoml_app.UPSTREAM_LOCAL_CALL(service.apis["temperature"], a)
-    assert asyncio.run(a.temperature.local(readings=[35.7])) == asyncio.run(upstream(readings=[35.7]))
-
-
 def test_upstream_still_requires_a_timeout_and_adds_its_timeout_middleware(service):
     """If this fails, BentoML made traffic.timeout optional: drop it instead of removing its middleware."""
     from bentoml._internal.server.http.traffic import TimeoutMiddleware

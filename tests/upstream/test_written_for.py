@@ -82,8 +82,7 @@ def test_install_warns_about_each_patch_it_applies_whose_target_differs_and_inst
 
     applied = []
     for module, name in ((multipart, "install"), (arbiter, "reserve_port"), (arbiter, "signals"), (server, "install"),
-                         (door, "install"), (door, "use_asyncio_loop"), (bentoml_app, "middleware_stack"),
-                         (bentoml_app, "cache_endpoint_wrappers")):
+                         (door, "install"), (door, "use_asyncio_loop"), (bentoml_app, "middleware_stack")):
         monkeypatch.setattr(module, name, lambda *args, name=f"{module.__name__}.{name}", **kwargs: applied.append(name))
     monkeypatch.setattr(upstream, "_skipped", upstream._skipped)
     monkeypatch.setattr(importlib.metadata, "version", faked({"uvicorn": "0.55.0"}))
