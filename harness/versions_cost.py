@@ -3,9 +3,9 @@
     python -m harness.versions_cost                 # 3 starts of each configuration, alternating
     python -m harness.versions_cost --starts 1      # a quick look
 
-Configurations: as committed (one version per model); mnist-fc's other committed version loaded too (its
-`versions`); mnist-fc's other version made the default and the committee loaded beside it (the committee's own
-cost); temperature-mlp's other version loaded too. Each start is `bentoml serve` in its default configuration with
+Configurations: as committed (one version per model); mnist-fc's other committed version (the quick network) loaded
+too (its `versions`); the quick network alone instead of the committee (what the committee itself costs: the
+difference); temperature-mlp's other version loaded too. Each start is `bentoml serve` in its default configuration with
 a fresh model store (versions imported from models/ on the first start of each configuration, not timed) and a
 serving file naming the configuration: start time is process start to every worker listening; memory is each
 worker's RSS once idle. Reported: the medians, and each configuration's difference from the committed one.
@@ -36,7 +36,7 @@ def configurations(folder: Path) -> dict[str, Path]:
     states = {
         "committed": served,
         f"+ mnist-fc {quick} (quick network)": served.with_model(artifacts.MNIST, ModelServing(mnist, versions=(quick,))),
-        f"+ mnist-fc {mnist} (committee) beside {quick}": served.with_model(artifacts.MNIST, ModelServing(quick)),
+        f"mnist-fc {quick} alone, not the committee": served.with_model(artifacts.MNIST, ModelServing(quick)),
         f"+ temperature-mlp {mlp_other}": served.with_model(artifacts.TEMPERATURE_MLP,
                                                             ModelServing(mlp, versions=(mlp_other,))),
     }

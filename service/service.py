@@ -54,7 +54,8 @@ MONITOR = monitoring.Monitor()  # what the models answer, per version (this work
 PAYLOADS = PayloadLog(SETTINGS.payload_share, Path(SETTINGS.payload_dir), SETTINGS.payload_keep_days)
 PLANE = DataPlane(background=ADMISSION.background, ready=lambda: not DRAIN.draining, on_request=metrics.on_request,
                   on_shadow=metrics.on_shadow, on_payload=PAYLOADS.log if SETTINGS.payload_share else None)
-CORE = grpc_service.Core(PLANE, ADMISSION, ACCESS, DRAIN, TIMEOUT_S, grpc_service.record)
+CORE = grpc_service.Core(PLANE, ADMISSION, ACCESS, DRAIN, TIMEOUT_S,
+                         grpc_service.record if SETTINGS.grpc_access_log else grpc_service.count)
 GRPC = grpc_service.Beside(SETTINGS.grpc_port, lambda: CORE, SETTINGS.max_body_bytes)  # v2 over gRPC in every worker
 
 

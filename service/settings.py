@@ -50,6 +50,10 @@ class Settings:
     drain_s: float = _env("SERVICE_DRAIN_S", "after SIGTERM, seconds a worker keeps accepting and answering "
                           "(/readyz 503, every answer Connection: close) before it stops accepting; longer than a "
                           "load balancer takes to stop sending (docs/deploy.md)", default=5.0)
+    grpc_access_log: int = _env("SERVICE_GRPC_ACCESS_LOG", "1: a line per gRPC call in BentoML's access log; 0: none "
+                                "(every call is counted in /metrics' grpc_server_handled_total all the same): a line "
+                                "per call cost a sixth of the calls a 2-core host answers (docs/decisions/grpc.md)",
+                                default=0)
     serving_file: str = _env("SERVICE_SERVING_FILE", "the serving file: which version of each model serves, and its "
                              "canary and shadow (default: models/serving.json); re-read when it changes",
                              path=True, default="")
@@ -122,8 +126,9 @@ class Settings:
         for name in ("queue_target_s", "drain_s"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
-        if self.prediction_stats not in (0, 1):
-            fail("prediction_stats", "must be 0 or 1")
+        for name in ("prediction_stats", "grpc_access_log"):
+            if getattr(self, name) not in (0, 1):
+                fail(name, "must be 0 or 1")
         if not 0 <= self.payload_share <= 1:
             fail("payload_share", "must be from 0 to 1")
         if self.payload_keep_days < 1:

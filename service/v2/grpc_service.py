@@ -29,9 +29,9 @@ Every refusal is a ``ServingError``, answered with its one-sentence message and 
 scope (service/core/auth.py; ServerLive, ServerReady and Health are open, the repository RPCs need an admin token),
 admission and the deadline as HTTP's (service/core/admission.py, sized by the message's bytes). A message over
 Settings.max_body_bytes is refused by gRPC itself (RESOURCE_EXHAUSTED) before the servicer sees it. Only a bug
-answers INTERNAL. ``observe(method, code, seconds, peer)`` is called once per RPC; ``record`` (what a worker's
-``Beside`` uses) counts it in /metrics (``grpc_server_handled_total``, ``grpc_server_handling_seconds``) and writes
-it to BentoML's access log.
+answers INTERNAL. ``observe(method, code, seconds, peer)`` is called once per RPC: a worker's is ``count`` (in
+/metrics: ``grpc_server_handled_total``, ``grpc_server_handling_seconds``), or ``record`` with SERVICE_GRPC_ACCESS_LOG=1
+(also a line in BentoML's access log).
 """
 
 from __future__ import annotations
@@ -458,10 +458,22 @@ handling_seconds = prometheus_client.Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
+_series: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}  # (method, code) -> its two labelled children
+
+
+def count(method: str, status: grpc.StatusCode, seconds: float, peer: str) -> None:
+    """Count one call in /metrics (grpc_server_handled_total, grpc_server_handling_seconds)."""
+    series = _series.get((method, status))
+    if series is None:  # labels() per call costs as much as the rest of this: once per method and code
+        series = _series[(method, status)] = (handled_total.labels(grpc_method=method, grpc_code=status.name),
+                                              handling_seconds.labels(grpc_method=method))
+    series[0].inc()
+    series[1].observe(seconds)
+
+
 def record(method: str, status: grpc.StatusCode, seconds: float, peer: str) -> None:
     """Count one call in /metrics and write its access-log line, as BentoML does for an HTTP answer."""
-    handled_total.labels(grpc_method=method, grpc_code=status.name).inc()
-    handling_seconds.labels(grpc_method=method).observe(seconds)
+    count(method, status, seconds, peer)
     access_log.write(access_log.grpc_client(peer), ["scheme=grpc", "method=POST", f"path={method}"],
                      [f"status={status.name}"], seconds)
 

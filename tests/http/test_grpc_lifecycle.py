@@ -58,7 +58,7 @@ def temperature(readings: list[float], raw: bytes | None = None, shape: list[int
 
 @pytest.fixture(scope="module")
 def server():
-    running = started(workers=2)
+    running = started(workers=2, env={"SERVICE_GRPC_ACCESS_LOG": "1"})  # which worker answered: its access log
     yield running
     running.stop()
 

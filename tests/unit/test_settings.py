@@ -21,14 +21,14 @@ def test_every_field_is_read_from_its_variable():
            "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99", "SERVICE_INFLIGHT_BYTES": "12345",
            "SERVICE_DRAIN_S": "2.5", "SERVICE_GRPC_PORT": "0", "SERVICE_API_TOKENS": " Abc,Def ", "SERVICE_API_TOKENS_FILE": " /run/Tokens ",
            "SERVICE_ADMIN_TOKENS": " Ghi ", "SERVICE_ADMIN_TOKENS_FILE": " /run/Admin ",
-           "SERVICE_SERVING_FILE": " /etc/Serving.json ", "SERVICE_PAYLOAD_SHARE": "0.25", "SERVICE_PREDICTION_STATS": "0",
+           "SERVICE_SERVING_FILE": " /etc/Serving.json ", "SERVICE_PAYLOAD_SHARE": "0.25", "SERVICE_PREDICTION_STATS": "0", "SERVICE_GRPC_ACCESS_LOG": "1",
            "SERVICE_PAYLOAD_DIR": " /var/Log ", "SERVICE_PAYLOAD_KEEP_DAYS": "3", "SERVICE_SKIP_PATCHES": " Door,gc "}
     s = Settings.from_env(env)
     assert s == Settings(backend="torchscript", device="cpu", threads=2, max_batch=32, max_body_bytes=1000,
                          max_header_bytes=2000, body_timeout_s=2.5, queue_target_s=0.0, queue_floor=7, concurrency=8,
                          max_requests=99, max_inflight_bytes=12345, drain_s=2.5, grpc_port=0, api_tokens="Abc,Def", api_tokens_file="/run/Tokens",
                          admin_tokens="Ghi", admin_tokens_file="/run/Admin", serving_file="/etc/Serving.json",
-                         prediction_stats=0, payload_share=0.25, payload_dir="/var/Log", payload_keep_days=3, skip_patches="door,gc")
+                         prediction_stats=0, grpc_access_log=1, payload_share=0.25, payload_dir="/var/Log", payload_keep_days=3, skip_patches="door,gc")
     assert {f.metadata["env"] for f in dataclasses.fields(Settings)} == set(env)  # none forgotten
 
 
