@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +43,7 @@ from service.upstream.prometheus import observe_counts
 log = logging.getLogger("bentoml.service.thermodigits")
 
 REFRESH_S = 1.0
+SMALL = 16  # up to this many readings, a model call's statistics are counted without numpy
 CLASSES = [str(c) for c in range(10)]
 
 inputs_total = prometheus_client.Counter(
@@ -84,11 +84,6 @@ class Window:
         self.values = np.zeros(self.size, self.dtype)
 
     def add(self, new: np.ndarray) -> None:
-        n = len(new)
-        if n <= 4:  # a request's few values: one by one costs less than the slices
-            for value in new.tolist():
-                self.add_one(value)
-            return
         new = new[-self.size:]
         n = len(new)
         first = min(n, self.size - self.at)
@@ -160,10 +155,14 @@ class Watched:
             ink, frame = ref.image_statistics(x)
             outside = int(((ink < self.ink[0]) | (ink > self.ink[1]) | (frame > self.frame)).sum())
             self.window.add(predicted.astype(np.int8))
+        elif rows <= SMALL:  # a request's few readings: Python's own numbers cost less than numpy's calls
+            low, high, outside = self.low_range, self.high_range, 0
+            for value in x.ravel().tolist():
+                outside += not low <= value <= high
+                self.window.add_one(value)
         else:
             readings = x.reshape(-1)
-            inside = self.low_range <= readings.min() and readings.max() <= self.high_range  # two reductions decide
-            outside = 0 if inside else int(((readings < self.low_range) | (readings > self.high_range)).sum())
+            outside = int(((readings < self.low_range) | (readings > self.high_range)).sum())
             self.window.add(readings)
         if outside:
             self.outside.inc(outside)
@@ -193,7 +192,7 @@ class Monitor:
     """The prediction statistics of every version this worker serves."""
 
     def __init__(self) -> None:
-        self.watched: weakref.WeakKeyDictionary[Version, Watched] = weakref.WeakKeyDictionary()
+        self.watched: dict[Version, Watched] = {}  # until forget(): a version out of service
 
     def observe(self, version: Version, x: np.ndarray, y: np.ndarray, requests: int) -> None:
         """A version's observer (service/inference/versions.py): one model call."""
