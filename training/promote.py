@@ -78,7 +78,7 @@ def evaluation_data(task: artifacts.Task, data_root: str) -> tuple[np.ndarray, n
     """The inputs and expected answers a task's versions are measured on (labels for digits, degrees for
     thermometers)."""
     if task is artifacts.TEMPERATURE:
-        from training.temperature import T_C, T_U
+        from training.readings import T_C, T_U
 
         return np.asarray(T_U, dtype=np.float64).reshape(-1, 1), np.asarray(T_C, dtype=np.float64).reshape(-1, 1)
     from training.mnist_data import DEFAULT_DATA_ROOT, load_mnist, split_indices, to_float

@@ -18,6 +18,7 @@ import numpy as np
 
 import artifacts
 from artifacts import reference
+from training.readings import T_U
 
 DIGITS_DATA = "validation split: 5,000 images of MNIST's training set (split seed {seed}), as the model answered them"
 READINGS_DATA = "the 11 readings of the seed tutorial the thermometer is fit to"
@@ -45,8 +46,6 @@ def digits_reference(onnx_path: Path, images: np.ndarray) -> dict:
 
 
 def readings_reference() -> dict:
-    from training.temperature import T_U
-
     return reference.readings(T_U, READINGS_DATA)
 
 

@@ -9,8 +9,6 @@ Each export is a new version (a hash of its files) that nothing serves until `py
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -19,12 +17,9 @@ import torch
 from torch import nn
 
 import artifacts
+from training.readings import T_C, T_U, data_sha256
+from training.reference import readings_reference
 
-# The 11 readings from the seed tutorial (shared/seed, "PyTorch实现神经网络"), which follows
-# Stevens, Antiga & Viehmann, "Deep Learning with PyTorch" (Manning 2020), chapter 5-6:
-# t_u is the thermometer's unknown unit, t_c the matching temperature in degrees Celsius.
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 INPUT_SCALE = 0.1  # the seed trains on t_u * 0.1; the exported graph applies it, so clients send raw t_u
 
 # Per-model defaults. The linear model needs enough plain SGD steps to reach the least-squares
@@ -128,16 +123,10 @@ def fit(kind: str, args: argparse.Namespace) -> tuple[Thermometer, dict]:
     return model.eval(), metrics
 
 
-def data_sha256() -> str:
-    """The checksum of the readings the models are fit to (T_U, T_C), as the metadata records it."""
-    return hashlib.sha256(json.dumps({"t_u": T_U, "t_c": T_C}, sort_keys=True).encode()).hexdigest()
-
-
 def export(kind: str, model: Thermometer, metrics: dict, args: argparse.Namespace):
     """Publish the fitted model as a new version of temperature-<kind> (and place it under --out when given)."""
     # onnx and onnxruntime are needed only when exporting
     from training.export import export_model
-    from training.reference import readings_reference
 
     grid = torch.cat([torch.linspace(-1e4, 1e4, 2001, dtype=torch.float64),
                       torch.linspace(-100, 200, 3001, dtype=torch.float64),
