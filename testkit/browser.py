@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from urllib.parse import urlsplit
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HEADLESS = os.environ.get("CHROMIUM_HEADFUL") != "1"
@@ -16,6 +17,9 @@ HEADLESS = os.environ.get("CHROMIUM_HEADFUL") != "1"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1100, "height": 900}
+# The name the browser reaches a test's server by (mapped to 127.0.0.1 by launch's caller): Swagger UI behaves
+# differently on localhost (it skips its third-party validator badge there).
+HOST = "thermo.test"
 
 # Mouse strokes per digit, in the 280x280 canvas's pixels: drawn large and centred, as the help asks.
 STROKES = {
@@ -27,6 +31,11 @@ STROKES = {
 IDLE = ("() => document.querySelector('#digit-result').getAttribute('aria-busy') === 'false'"
         " && document.querySelector('#digit').textContent !== '–'")
 CHART_DRAWN = "#chart path.model-line"
+
+
+def origin_of(url: str) -> str:
+    """The server at `url` as the browser reaches it: http://thermo.test:<its port>."""
+    return f"http://{HOST}:{urlsplit(url).port}"
 
 
 def launch(playwright, *extra_args: str):

@@ -1,5 +1,6 @@
-// The service's bearer token: asked of the user in the page's dialog (#token-dialog) when the service
-// asks for one, and kept in sessionStorage (this tab, until it is closed), never in localStorage.
+// The service's bearer token: asked of the user in a dialog (#token-dialog, which initTokenDialog adds to the
+// page) when the service answers 401 with "WWW-Authenticate: Bearer", and kept in sessionStorage (this tab,
+// until it is closed), never in localStorage. Every page that calls the service uses this one dialog.
 
 const KEY = "thermo-digits.token";
 let kept = stored();
@@ -35,8 +36,29 @@ export function askForToken(refusal) {
   return asking;
 }
 
+const DIALOG = String.raw`
+  <form id="token-form">
+    <h2 id="token-heading">Access token needed</h2>
+    <p id="token-refusal" class="error"></p>
+    <p id="token-help" class="help">This service answers only requests that carry an access token. The page
+      keeps the token for this tab only, until you close it, and sends it with each request.</p>
+    <label for="token">Access token</label>
+    <input id="token" name="token" type="password" autocomplete="off" spellcheck="false" required autofocus
+           pattern="[A-Za-z0-9\-._~+\/]+=*" title="Letters, digits and - . _ ~ + / (then = signs, if any)">
+    <div class="buttons">
+      <button type="submit">Use this token</button>
+      <button type="button" id="token-cancel" class="secondary">Cancel</button>
+    </div>
+  </form>`;
+
+// Adds the dialog to the page and wires it; call once, when the page starts.
 export function initTokenDialog() {
-  const dialog = document.getElementById("token-dialog");
+  const dialog = document.createElement("dialog");
+  dialog.id = "token-dialog";
+  dialog.setAttribute("aria-labelledby", "token-heading");
+  dialog.setAttribute("aria-describedby", "token-refusal token-help");
+  dialog.innerHTML = DIALOG;
+  document.body.append(dialog);
   const input = document.getElementById("token");
   document.getElementById("token-form").addEventListener("submit", (e) => {
     e.preventDefault();

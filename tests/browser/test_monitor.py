@@ -19,13 +19,11 @@ from PIL import Image
 import artifacts
 from artifacts import serving as serving_file
 from harness.screenshot import canary_serving_file, metric, monitor_screenshot, routing_key
-from testkit.browser import CHROMIUM, VIEWPORT, launch
+from testkit.browser import HOST, VIEWPORT, origin_of
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-HOST = "thermo.test"
-TIMEOUT_MS = 30_000  # a busy 2-core machine
 SHOWN_MS = 60_000  # for counts to reach the view: a refresh (every 3 s) after the workers counted them
 DRAWN = "#monitor[data-roles=metadata]"  # drawn from /metrics, with /metadata's roles and references
 SERVED = serving_file.read().models
@@ -42,31 +40,7 @@ def server(serve, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def origin(server):
-    return f"http://{HOST}:{urlsplit(server).port}"
 
-
-@pytest.fixture(scope="module")
-def recorded():
-    """Every request and JavaScript error of the whole module, for the last test to judge."""
-    return {"requests": [], "errors": []}
-
-
-@pytest.fixture(scope="module")
-def context(recorded):
-    assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: apt-get install -y chromium"
-    import playwright.sync_api as playwright
-
-    with playwright.sync_playwright() as p:
-        browser = launch(p, f"--host-resolver-rules=MAP {HOST} 127.0.0.1")
-        ctx = browser.new_context(viewport=VIEWPORT)
-        ctx.set_default_timeout(TIMEOUT_MS)
-        ctx.on("request", lambda r: recorded["requests"].append(r.url))
-        ctx.on("console", lambda m: "Content Security Policy" in m.text and recorded["errors"].append(m.text))
-        ctx.on("weberror", lambda e: recorded["errors"].append(str(e.error)))
-        yield ctx
-        browser.close()
 
 
 @pytest.fixture
@@ -188,7 +162,7 @@ def test_with_a_token_metrics_show_at_once_and_roles_once_it_is_given(context, s
 
     home = tempfile.mkdtemp(prefix="bentoml-home-monitor-token-")
     with serve(".", REPO, home, env={"SERVICE_API_TOKENS": TOKEN}) as (url, _):
-        origin = f"http://{HOST}:{urlsplit(url).port}"
+        origin = origin_of(url)
         bearer = {"authorization": f"Bearer {TOKEN}"}
         assert httpx.post(f"{url}/temperature", json={"readings": [35.7, 55.9]}, headers=bearer).status_code == 200
         page = context.new_page()

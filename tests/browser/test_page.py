@@ -1,10 +1,8 @@
 """The web page (service/web/, served by service/webpage.py) in a real browser against a real server.
 
 Debian's chromium, driven by Playwright (which cannot download its own browsers here), through
-harness/browser.py, which harness/screenshot.py (the README's screenshot) uses too. Every request
-the browser makes is recorded, and none may leave the service's origin, on the page or on /docs.
-The browser reaches the server as http://thermo.test:<port>, a name mapped to 127.0.0.1, because
-Swagger UI behaves differently on localhost (it skips its third-party validator badge there).
+testkit/browser.py, which harness/screenshot.py (the README's screenshot) uses too. Every request
+the browser makes is recorded (conftest.py), and none may leave the service's origin, on the page or on /docs.
 """
 
 import io
@@ -16,13 +14,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from testkit.browser import CHART_DRAWN, CHROMIUM, IDLE, VIEWPORT, convert, draw, launch, screenshot
+from testkit.browser import CHART_DRAWN, HOST, IDLE, VIEWPORT, convert, draw, origin_of, screenshot
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-HOST = "thermo.test"
-TIMEOUT_MS = 30_000  # a busy 2-core machine
 ANSWER_WITHIN_MS = 300  # from the pen lifting to the answer on screen
 # In the page's own clock: from the pointerup event's timestamp to the start of the frame that paints the
 # answer (the first animation frame after the page shows a digit with no answer still on its way).
@@ -50,33 +46,7 @@ def server(serve):
         yield url
 
 
-@pytest.fixture(scope="module")
-def origin(server):
-    return f"http://{HOST}:{urlsplit(server).port}"
 
-
-@pytest.fixture(scope="module")
-def recorded():
-    """Every request, response and JavaScript error of the whole module, for the last tests to judge."""
-    return {"requests": [], "responses": [], "errors": []}
-
-
-@pytest.fixture(scope="module")
-def context(recorded):
-    # A missing browser is a failure, not a skip: `.ci/run` installs Debian's chromium (CHROMIUM=path to use another).
-    assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: apt-get install -y chromium"
-    import playwright.sync_api as playwright
-
-    with playwright.sync_playwright() as p:
-        browser = launch(p, f"--host-resolver-rules=MAP {HOST} 127.0.0.1")
-        ctx = browser.new_context(viewport=VIEWPORT)
-        ctx.set_default_timeout(TIMEOUT_MS)
-        ctx.on("request", lambda r: recorded["requests"].append(r.url))
-        ctx.on("response", lambda r: recorded["responses"].append(r))
-        ctx.on("console", lambda m: "Content Security Policy" in m.text and recorded["errors"].append(m.text))
-        ctx.on("weberror", lambda e: recorded["errors"].append(str(e.error)))
-        yield ctx
-        browser.close()
 
 
 @pytest.fixture
@@ -244,7 +214,7 @@ def protected_origin(serve):
     """A second server, with a bearer token configured (SERVICE_API_TOKENS)."""
     home = tempfile.mkdtemp(prefix="bentoml-home-browser-token-")
     with serve(".", REPO, home, env={"SERVICE_API_TOKENS": TOKEN}) as (url, _):
-        yield f"http://{HOST}:{urlsplit(url).port}"
+        yield origin_of(url)
 
 
 def test_page_asks_for_a_token_keeps_it_for_the_tab_and_sends_it(context, protected_origin):
