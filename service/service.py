@@ -20,7 +20,7 @@ from service.api.errors import ErrorShape
 from service.api.guard import Guard
 from service.api.schemas import (
     DEFAULT_DIGIT_MODEL, DEFAULT_TEMPERATURE_MODEL, DigitImagePrediction, DigitModel, DigitPrediction, DigitRequest,
-    DigitsRequest, TemperatureRequest, TemperatureResponse, Upload, to_batch,
+    DigitsRequest, TemperatureRequest, TemperatureResponse, Upload, Version, to_batch,
 )
 from service.core.admission import Admission
 from service.core.auth import Access
@@ -131,7 +131,7 @@ class ThermoDigits:
         return await self._classify(to_batch(images, max_value), model, version, ctx)
 
     @bentoml.api(route="/digit/image")
-    async def digit_image(self, image: Upload, model: DigitModel = DEFAULT_DIGIT_MODEL, version: str | None = None,
+    async def digit_image(self, image: Upload, model: DigitModel = DEFAULT_DIGIT_MODEL, version: Version = None,
                           ctx: bentoml.Context = None) -> DigitImagePrediction:
         """Classify an uploaded PNG/JPEG/BMP/GIF/WebP (multipart field `image`; optional fields `model` and `version`), preprocessed like MNIST."""
         try:  # on the event loop: in a thread it fought the loop for the GIL

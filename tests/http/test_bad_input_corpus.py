@@ -88,6 +88,12 @@ CORPUS = {
                                           "send the file in field: image"),
     "image sent as a text field (a URL)": (lambda http: http.post("/digit/image", files={"image": (None, "http://127.0.0.1:1/x.png")}),
                                            400, "must be uploaded as a file"),
+    # BentoML reads a multipart text part as JSON: "null" would become None, the default version, silently.
+    "version null in an upload": (lambda http: http.post("/digit/image", files={
+        "image": ("digit.png", png(np.zeros((28, 28), np.uint8)), "image/png"), "version": (None, "null")}), 400,
+        "version: Input should be a valid string"),
+    "version null in JSON": (json_post("/digit", json.dumps({"pixels": [[0] * 28] * 28, "version": None}).encode()), 400,
+                             "version: Input should be a valid string"),
     "multipart without a boundary": (json_post("/digit/image", b"--x\r\n", "multipart/form-data"), 400, "boundary"),
     "1,000,000 readings": (json_post("/temperature", json.dumps({"readings": [1.5] * 1_000_000}).encode()), 400,
                            "at most 10000"),
