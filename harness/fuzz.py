@@ -111,7 +111,7 @@ def summary(result: FuzzResult, cases: int, seed: int) -> str:
         result.per_endpoint(),
         f"5xx responses: {result.server_errors}",
         f"failures: {len(report.get('failures', []))} kinds, errors: {len(report.get('errors', []))}, "
-        f"dropped by filter_failure (pixels above max_value): {report.get('filtered', 0)}",
+        f"dropped by filter_failure (pixels above max_value; an upload field sent as a list of none or one): {report.get('filtered', 0)}",
         f"result: {'PASS' if result.ok else 'FAIL'}",
     ])
 
