@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testkit.payloads import mnist_root, mnist_test
+from testkit.payloads import mnist_test
 
 # Every temporary folder this process makes (model stores of about 50 MB each, logs) lies in one, removed when the
 # session ends: a run of the suite starts some 50 servers with fresh model stores, and repeated runs filled a disk.
@@ -26,7 +26,6 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_ROOT = mnist_root()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import artifacts
-from conftest import MNIST_ROOT
+from testkit.payloads import mnist_root
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_torchrun_two_processes_train_a_few_steps(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "training", "mnist", "--data-root", str(MNIST_ROOT), "--no-download",
+           "-m", "training", "mnist", "--data-root", str(mnist_root()), "--no-download",
            "--limit-train", "4096", "--max-steps", "20", "--epochs", "1", "--hidden", "64",
            "--batch-size", "128", "--out", str(tmp_path)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MNIST_ROOT
 
 import artifacts
 import artifacts.serving
 from training import export, promote, temperature
 from training.__main__ import main
+from testkit.payloads import mnist_root
 from training.mnist_model import MnistFC, Probabilities
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def cli(capsys, *argv) -> tuple[int, str]:
 def test_the_documented_training_commands_publish_and_leave_what_serves_alone():
     models_before, serving_before = snapshot(REPO / "models"), artifacts.serving.SERVING_FILE.read_bytes()
     runs = [["temperature", "--epochs", "300", "--log-every", "0"],
-            ["mnist", "--data-root", MNIST_ROOT, "--no-download", "--limit-train", "2048", "--max-steps", "10",
+            ["mnist", "--data-root", str(mnist_root()), "--no-download", "--limit-train", "2048", "--max-steps", "10",
              "--epochs", "1", "--hidden", "32", "--threads", "2"]]
     for argv in runs:
         run = subprocess.run([sys.executable, "-m", "training", *map(str, argv)], cwd=REPO, capture_output=True,
@@ -208,7 +208,7 @@ def test_a_worse_digit_model_is_refused_on_the_validation_split(capsys, serving_
         input_spec=artifacts.DIGITS.input.as_dict(), output_spec=artifacts.DIGITS.output.as_dict()).version
     committee = artifacts.serving.read().models[artifacts.MNIST].default
     code, out = cli(capsys, "promote", artifacts.MNIST, version, "--serving-file", serving_file,
-                    "--data-root", MNIST_ROOT)
+                    "--data-root", str(mnist_root()))
     assert code == 1
     figures = re.search(r"(\d+\.\d\d) % against (\d+\.\d\d) %", out.splitlines()[0])
     assert float(figures[1]) < 30 and float(figures[2]) == pytest.approx(
