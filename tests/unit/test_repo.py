@@ -89,3 +89,12 @@ def test_test_files_have_unique_names():
 
     names = collections.Counter(p.name for p in (REPO / "tests").rglob("test_*.py"))
     assert [n for n, count in names.items() if count > 1] == []
+
+
+def test_no_test_imports_a_conftest():
+    """Every folder's conftest.py is imported under the one name `conftest`: which one `from conftest import` finds
+    depends on the order pytest collected them in. Shared values live in testkit/."""
+    found = [f"{p.relative_to(REPO)}:{n}" for p in (REPO / "tests").rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.match(r"\s*(from conftest import|import conftest\b)", line)]
+    assert found == []
