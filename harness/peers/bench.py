@@ -19,6 +19,7 @@ Results: harness/results/peers-<UTC date>.json; `harness.render.peers_section` m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import subprocess
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from harness import render, report, wrk
 from testkit import payloads
@@ -107,20 +109,41 @@ def grpc_answer(target: str, request: bytes) -> dict:
     return {"outputs": outputs}
 
 
+def connections_per_worker(server: Server, port: int) -> list[int]:
+    """The established TCP connections to `port` that each of `server`'s serving processes holds, most first (a gRPC
+    connection is one worker's: the kernel hashes each to one SO_REUSEPORT listener)."""
+    counts = []
+    for worker in server.workers():
+        with contextlib.suppress(psutil.Error):
+            counts.append(sum(1 for c in worker.net_connections("tcp")
+                              if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
+    return sorted(counts, reverse=True)
+
+
 def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, side: str) -> dict:
-    """testkit.grpc_load in a process of its own against `server`'s gRPC port: a row shaped like a wrk.Result's."""
+    """testkit.grpc_load in a process of its own against `server`'s gRPC port: a row shaped like a wrk.Result's, with
+    how the client's connections fell on the server's workers."""
     cpu0 = server.cpu_seconds()
-    out = subprocess.run([sys.executable, "-m", "testkit.grpc_load", f"127.0.0.1:{server.grpc_port}", str(request_file),
-                          "--clients", str(cell.concurrency), "--channels", str(GRPC_CHANNELS), "--seconds", str(seconds)],
-                         capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO)
-    r = json.loads(out.stdout)
+    client = subprocess.Popen([sys.executable, "-m", "testkit.grpc_load", f"127.0.0.1:{server.grpc_port}",
+                               str(request_file), "--clients", str(cell.concurrency), "--channels", str(GRPC_CHANNELS),
+                               "--seconds", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    split: list[int] = []
+    deadline = time.monotonic() + min(seconds / 2, 3.0)
+    while client.poll() is None and time.monotonic() < deadline and sum(split) < GRPC_CHANNELS:
+        time.sleep(0.05)  # a poll: the client opens its channels as its first calls go out
+        split = connections_per_worker(server, server.grpc_port)
+    out, err = client.communicate(timeout=seconds + 120)
+    if client.returncode:
+        raise subprocess.CalledProcessError(client.returncode, client.args, out, err)
+    r = json.loads(out)
     failed = r["calls"] - r["ok"]
     return {"side": side, "endpoint": cell.endpoint, "concurrency": cell.concurrency, "seconds": r["seconds"],
             "requests": r["calls"], "ok_2xx": r["ok"], "rps": r["ok_per_s"], "images_per_s": r["ok_per_s"],
             "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"],
             "mean_ms": r["p50_ms"], "non_2xx": failed, "refused_429": r["codes"].get("RESOURCE_EXHAUSTED", 0),
             "transport_errors": 0, "error_detail": r["codes"], "client_cpu_s": r["client_cpu_s"],
-            "server_cpu_s": round(server.cpu_seconds() - cpu0, 3)}
+            "server_cpu_s": round(server.cpu_seconds() - cpu0, 3), "connections_per_worker": split}
 
 
 def differences(expected, got, where: str = "") -> list[str]:
@@ -198,6 +221,12 @@ def stop_all(started: dict[str, Server]) -> None:
             s.stop()
 
 
+def split_note(row: dict) -> str:
+    """How a gRPC run's connections fell on a server with several workers, for its line ("  connections 5/3")."""
+    split = row.get("connections_per_worker") or []
+    return f"  connections {'/'.join(map(str, split))}" if len(split) > 1 else ""
+
+
 def idle_cpu(started: dict[str, Server], seconds: float = 3) -> dict[str, float]:
     """Each side's CPU use with no load, in cores (LitServe's workers poll their queues: ~0.08 here)."""
     before = {side: s.cpu_seconds() for side, s in started.items()}
@@ -230,7 +259,7 @@ def measure(started: dict[str, Server], cells, sent, files, rounds: int, duratio
                 rows.append({**res, "round": r})
                 print(f"  r{r} {cell.key:26s} {side:13s} {res['rps']:8.1f} 2xx/s  p50 {res['p50_ms']:7.2f}  "
                       f"p99 {res['p99_ms']:7.2f} ms  non-2xx {res['non_2xx']}  transport errors "
-                      f"{res['transport_errors']}", flush=True)
+                      f"{res['transport_errors']}" + split_note(res), flush=True)
     return rows
 
 
