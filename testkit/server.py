@@ -120,6 +120,17 @@ class Server:
             return self.processes()[:1]  # uvicorn with one worker serves from its main process
         return sorted(found, key=lambda p: p.pid)
 
+    def connections_per_worker(self, port: int | None = None) -> list[int]:
+        """The established TCP connections to `port` (default: the HTTP port) that each worker holds, in workers()'
+        order: with SO_REUSEPORT each new connection is one worker's, hashed by the kernel."""
+        port = self.port if port is None else port
+        counts = []
+        for worker in self.workers():
+            with contextlib.suppress(psutil.Error):
+                counts.append(sum(1 for c in worker.net_connections("tcp")
+                                  if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
+        return counts
+
     def rss(self) -> int:
         """Resident memory of the whole process tree, in bytes."""
         total = 0

@@ -19,7 +19,6 @@ Results: harness/results/peers-<UTC date>.json; `harness.render.peers_section` m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import subprocess
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from harness import render, report, wrk
 from testkit import payloads
@@ -109,17 +107,6 @@ def grpc_answer(target: str, request: bytes) -> dict:
     return {"outputs": outputs}
 
 
-def connections_per_worker(server: Server, port: int) -> list[int]:
-    """The established TCP connections to `port` that each of `server`'s serving processes holds, most first (a gRPC
-    connection is one worker's: the kernel hashes each to one SO_REUSEPORT listener)."""
-    counts = []
-    for worker in server.workers():
-        with contextlib.suppress(psutil.Error):
-            counts.append(sum(1 for c in worker.net_connections("tcp")
-                              if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
-    return sorted(counts, reverse=True)
-
-
 def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, side: str) -> dict:
     """testkit.grpc_load in a process of its own against `server`'s gRPC port: a row shaped like a wrk.Result's, with
     how the client's connections fell on the server's workers."""
@@ -132,7 +119,7 @@ def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, sid
     deadline = time.monotonic() + min(seconds / 2, 3.0)
     while client.poll() is None and time.monotonic() < deadline and sum(split) < GRPC_CHANNELS:
         time.sleep(0.05)  # a poll: the client opens its channels as its first calls go out
-        split = connections_per_worker(server, server.grpc_port)
+        split = sorted(server.connections_per_worker(server.grpc_port), reverse=True)
     out, err = client.communicate(timeout=seconds + 120)
     if client.returncode:
         raise subprocess.CalledProcessError(client.returncode, client.args, out, err)

@@ -80,3 +80,28 @@ def test_results_carry_the_service_settings_as_read():
     s = service_settings({"SERVICE_QUEUE_TARGET_S": "0.25"}, workers=2, bentoml_config="x=1")
     assert s["settings"]["queue_target_s"] == 0.25 and s["workers"] == 2
     assert s["env"] == {"SERVICE_QUEUE_TARGET_S": "0.25"} and s["bentoml_config"] == "x=1"
+
+
+def test_connections_per_worker_counts_each_worker_s_accepted_connections_to_the_port():
+    """What tests/http/test_workers.py and harness.peers read: connections each serving process holds to one port; the
+    client's ends of the same connections and connections to other ports are not counted."""
+    import socket
+    import types
+
+    import psutil
+
+    from testkit.server import Server
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    other = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    opened = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    opened.append(socket.create_connection(("127.0.0.1", other.getsockname()[1])))
+    accepted = [listener.accept()[0] for _ in range(3)] + [other.accept()[0]]
+    this_process = types.SimpleNamespace(port=port, workers=lambda: [psutil.Process()])
+    try:
+        assert Server.connections_per_worker(this_process) == [3]
+        assert Server.connections_per_worker(this_process, other.getsockname()[1]) == [1]
+    finally:
+        for s in opened + accepted + [listener, other]:
+            s.close()
