@@ -270,3 +270,4 @@ def test_a_grpc_run_s_line_shows_how_its_connections_fell_on_several_workers():
     assert bench.split_note({"connections_per_worker": [5, 3]}) == "  connections 5/3"
     assert bench.split_note({"connections_per_worker": [8]}) == ""
     assert bench.split_note({}) == ""
+    assert bench.split_note({"connections_per_worker": [0, 0]}) == ""
