@@ -19,6 +19,7 @@ Results: harness/results/peers-<UTC date>.json; `harness.render.peers_section` m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import subprocess
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from harness import render, report, wrk
 from testkit import payloads
@@ -107,6 +109,14 @@ def grpc_answer(target: str, request: bytes) -> dict:
     return {"outputs": outputs}
 
 
+def connected(pid: int, port: int) -> int:
+    """The established TCP connections process `pid` holds to `port` (0 once it is gone)."""
+    with contextlib.suppress(psutil.Error):
+        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                   if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
+    return 0
+
+
 def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, side: str) -> dict:
     """testkit.grpc_load in a process of its own against `server`'s gRPC port: a row shaped like a wrk.Result's, with
     how the client's connections fell on the server's workers."""
@@ -117,9 +127,11 @@ def grpc_run(server: Server, request_file: Path, cell: Cell, seconds: float, sid
                               cwd=REPO)
     split: list[int] = []
     deadline = time.monotonic() + min(seconds / 2, 3.0)
-    while client.poll() is None and time.monotonic() < deadline and sum(split) < GRPC_CHANNELS:
+    while client.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # a poll: the client opens its channels as its first calls go out
-        split = sorted(server.connections_per_worker(server.grpc_port), reverse=True)
+        if connected(client.pid, server.grpc_port) >= GRPC_CHANNELS:  # read the client, not the side: same work for all
+            split = sorted(server.connections_per_worker(server.grpc_port), reverse=True)
+            break
     out, err = client.communicate(timeout=seconds + 120)
     if client.returncode:
         raise subprocess.CalledProcessError(client.returncode, client.args, out, err)

@@ -22,6 +22,7 @@ from testkit.wait import wait_until
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 3  # per endpoint; harness.workers runs 10
 SHARE = 0.25  # the least share of a round's connections each of two workers must hold
+CLIENTS = 64  # connections per round
 
 
 def started(**kwargs):
@@ -50,7 +51,7 @@ def test_a_process_allowed_one_cpu_runs_one_worker_and_the_setting_overrides_the
         server.stop()
 
 
-def shares(server, endpoint: str, clients: int = 64, seconds: float = 2.0) -> tuple[list[int], dict[int, int], int]:
+def shares(server, endpoint: str, clients: int = CLIENTS, seconds: float = 2.0) -> tuple[list[int], dict[int, int], int]:
     """One round: `clients` new keep-alive connections for `seconds`; the connections each worker held (the sample
     with the most, polled while the round runs), each worker's answers, and the driver's 2xx."""
     payload = bench_payloads()[endpoint]
@@ -60,7 +61,7 @@ def shares(server, endpoint: str, clients: int = 64, seconds: float = 2.0) -> tu
 
     def sample() -> None:
         nonlocal held
-        while not over.wait(0.05):
+        while sum(held) < clients and not over.wait(0.05):  # until every connection is seen
             now = server.connections_per_worker()
             if sum(now) > sum(held):
                 held = now
@@ -92,5 +93,5 @@ def test_two_workers_each_hold_their_share_of_every_round_s_connections_and_answ
     for held, counts, ok in rounds:
         assert ok > 0 and sum(counts.values()) == ok, figures
         assert len(counts) == 2, figures  # both workers answered
-        assert len(held) == 2 and sum(held) >= 64 // 2, figures  # the sample saw most of the round's connections
+        assert len(held) == 2 and sum(held) >= CLIENTS // 2, figures  # the sample saw most of the round's connections
         assert min(held) >= SHARE * sum(held), figures

@@ -265,7 +265,6 @@ def test_peers_section_states_each_goal_against_each_peer():
     assert "litserve 0.08" in text
 
 
-
 def test_a_grpc_run_s_line_shows_how_its_connections_fell_on_several_workers():
     assert bench.split_note({"connections_per_worker": [5, 3]}) == "  connections 5/3"
     assert bench.split_note({"connections_per_worker": [8]}) == ""
