@@ -30,6 +30,9 @@ class Settings:
                         default=1)
     max_batch: int = _env("SERVICE_MAX_BATCH", "most images per digit-model call; concurrent requests share calls",
                           default=64)
+    batch_gather_ms: float = _env("SERVICE_BATCH_GATHER_MS", "under load, how long a digit-model call may wait for "
+                                  "as many requests as recent calls held; 0 = never (a lone request never waits)",
+                                  default=2.0)
     max_body_bytes: int = _env("SERVICE_MAX_BODY_BYTES", "larger request bodies get 413 before they are parsed",
                                default=16 * MiB)
     max_header_bytes: int = _env("SERVICE_MAX_HEADER_BYTES", "a request line and headers larger than this get 431 "
@@ -123,7 +126,7 @@ class Settings:
         for name in ("body_timeout_s",):
             if not getattr(self, name) > 0:
                 fail(name, "must be > 0")
-        for name in ("queue_target_s", "drain_s"):
+        for name in ("queue_target_s", "drain_s", "batch_gather_ms"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
         for name in ("prediction_stats", "grpc_access_log"):

@@ -95,7 +95,7 @@ def load(model: artifacts.Model, path: Path, settings: Settings, device: str,
     version = Version(model, loaded, observers=list(observers or ()))
     if model.batched:
         version.batcher = Batcher(loaded.predict, settings.max_batch, f"{loaded.name}-{loaded.version[:6]}",
-                                  observe=version._observe)
+                                  observe=version._observe, gather_s=settings.batch_gather_ms / 1000)
     log.info("loaded %s:%s with %s on %s (%s)", loaded.name, loaded.version, loaded.backend, loaded.device,
              ", ".join(getattr(loaded.predict, "providers", [])))
     return version

@@ -138,6 +138,69 @@ def test_a_cancelled_caller_does_not_disturb_the_others():
     assert model.calls == [1, 1]  # the cancelled call was dropped from the batch
 
 
-def test_max_batch_must_be_positive():
+def test_max_batch_must_be_positive_and_gather_s_not_negative():
     with pytest.raises(ValueError):
         Batcher(lambda x: x, max_batch=0)
+    with pytest.raises(ValueError):
+        Batcher(lambda x: x, max_batch=8, gather_s=-0.001)
+
+
+# Gathering under load. HOUR: a wait no test can sit out, so a call answered came by its company, not the timer.
+HOUR = 3600.0
+
+
+async def busy(batcher: Batcher, batches: int = 10, size: int = 5) -> None:
+    """Load as the batcher sees it: `batches` batches of `size` calls made together."""
+    for _ in range(batches):
+        await asyncio.gather(*(batcher(images(1, k)) for k in range(size)))
+
+
+def test_under_load_a_batch_waits_for_as_many_calls_as_recent_batches_held():
+    def scenario(gather_s: float) -> list[int]:
+        model = Model()
+        batcher = Batcher(model, max_batch=64, gather_s=gather_s)
+
+        async def run():
+            await busy(batcher)  # ten batches of 5: about 4.6 requests per batch
+            first = asyncio.ensure_future(batcher(images(1)))
+            await turns()  # without gathering, the drain takes the lone call here
+            later = []
+            for k in range(3):  # the rest of the load, parsed a turn apart
+                later.append(asyncio.ensure_future(batcher(images(1, k))))
+                await turns()
+            await asyncio.wait_for(asyncio.gather(first, *later), 60)
+
+        asyncio.run(run())
+        return model.calls[10:]
+
+    assert scenario(HOUR) == [4]  # the lone first call waited for its usual company
+    assert scenario(0.0)[0] == 1  # gather_s = 0: it ran alone
+
+
+def test_a_lone_call_never_waits_even_with_gathering_on():
+    model = Model()
+    batcher = Batcher(model, max_batch=64, gather_s=HOUR)
+
+    async def run():
+        for k in range(3):
+            await asyncio.wait_for(batcher(images(1, k)), 60)
+
+    asyncio.run(run())
+    assert model.calls == [1, 1, 1] and batcher.typical == 1.0
+
+
+def test_a_gathering_batch_runs_with_what_it_has_after_gather_s_and_load_leaving_stops_gathering():
+    model = Model()
+    batcher = Batcher(model, max_batch=64, gather_s=0.01)
+
+    async def run():
+        await busy(batcher)
+        assert int(batcher.typical) == 4
+        lone = 0
+        while batcher.typical >= 2:  # each lone call waits at most gather_s for company that never comes
+            await asyncio.wait_for(batcher(images(1)), 60)
+            lone += 1
+        return lone
+
+    lone = asyncio.run(run())
+    assert model.calls[10:] == [1] * lone and 5 <= lone <= 12

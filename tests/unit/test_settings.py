@@ -16,7 +16,7 @@ def test_defaults():
 
 def test_every_field_is_read_from_its_variable():
     env = {"SERVICE_BACKEND": " TorchScript ", "SERVICE_DEVICE": "cpu", "SERVICE_THREADS": "2",
-           "SERVICE_MAX_BATCH": "32", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_MAX_HEADER_BYTES": "2000",
+           "SERVICE_MAX_BATCH": "32", "SERVICE_BATCH_GATHER_MS": "0.5", "SERVICE_MAX_BODY_BYTES": "1000", "SERVICE_MAX_HEADER_BYTES": "2000",
            "SERVICE_BODY_TIMEOUT_S": "2.5", "SERVICE_QUEUE_TARGET_S": "0", "SERVICE_QUEUE_FLOOR": "7",
            "SERVICE_CONCURRENCY": "8", "SERVICE_MAX_REQUESTS": "99", "SERVICE_INFLIGHT_BYTES": "12345",
            "SERVICE_DRAIN_S": "2.5", "SERVICE_GRPC_PORT": "0", "SERVICE_API_TOKENS": " Abc,Def ", "SERVICE_API_TOKENS_FILE": " /run/Tokens ",
@@ -24,7 +24,7 @@ def test_every_field_is_read_from_its_variable():
            "SERVICE_SERVING_FILE": " /etc/Serving.json ", "SERVICE_PAYLOAD_SHARE": "0.25", "SERVICE_PREDICTION_STATS": "0", "SERVICE_GRPC_ACCESS_LOG": "1",
            "SERVICE_PAYLOAD_DIR": " /var/Log ", "SERVICE_PAYLOAD_KEEP_DAYS": "3", "SERVICE_SKIP_PATCHES": " Door,gc "}
     s = Settings.from_env(env)
-    assert s == Settings(backend="torchscript", device="cpu", threads=2, max_batch=32, max_body_bytes=1000,
+    assert s == Settings(backend="torchscript", device="cpu", threads=2, max_batch=32, batch_gather_ms=0.5, max_body_bytes=1000,
                          max_header_bytes=2000, body_timeout_s=2.5, queue_target_s=0.0, queue_floor=7, concurrency=8,
                          max_requests=99, max_inflight_bytes=12345, drain_s=2.5, grpc_port=0, api_tokens="Abc,Def", api_tokens_file="/run/Tokens",
                          admin_tokens="Ghi", admin_tokens_file="/run/Admin", serving_file="/etc/Serving.json",
@@ -38,6 +38,7 @@ def test_every_field_is_read_from_its_variable():
     ({"SERVICE_THREADS": "-1"}, "SERVICE_THREADS=-1: must be >= 0"),
     ({"SERVICE_THREADS": "two"}, "SERVICE_THREADS='two': expected a int"),
     ({"SERVICE_MAX_BATCH": "0"}, "SERVICE_MAX_BATCH=0: must be >= 1"),
+    ({"SERVICE_BATCH_GATHER_MS": "-1"}, "SERVICE_BATCH_GATHER_MS=-1.0: must be >= 0"),
     ({"SERVICE_CONCURRENCY": "0"}, "SERVICE_CONCURRENCY=0: must be >= 1"),
     ({"SERVICE_BODY_TIMEOUT_S": "0"}, "SERVICE_BODY_TIMEOUT_S=0.0: must be > 0"),
     ({"SERVICE_QUEUE_TARGET_S": "-1"}, "SERVICE_QUEUE_TARGET_S=-1.0: must be >= 0"),
@@ -62,7 +63,7 @@ def test_secrets_keep_their_case_and_are_never_shown():
 def test_documented_lists_every_setting_with_its_default():
     rows = Settings.documented()
     assert [r[0] for r in rows] == [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[7][:2]
+    assert ("SERVICE_QUEUE_TARGET_S", "0.6") == rows[8][:2]
     assert all(r[2] for r in rows)
 
 
