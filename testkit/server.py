@@ -31,6 +31,14 @@ class ServerFailed(RuntimeError):
     """The server exited or did not become ready in time; the message ends with its log."""
 
 
+def established(process: psutil.Process, local_port: int | None = None, remote_port: int | None = None) -> int:
+    """The established TCP connections `process` holds whose local end is on `local_port` (a server's accepted ones)
+    or whose remote end is (a client's to `remote_port`); psutil.Error when the process is gone."""
+    return sum(1 for c in process.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED
+               and (local_port is None or (c.laddr and c.laddr.port == local_port))
+               and (remote_port is None or (c.raddr and c.raddr.port == remote_port)))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,8 +135,7 @@ class Server:
         counts = []
         for worker in self.workers():
             with contextlib.suppress(psutil.Error):
-                counts.append(sum(1 for c in worker.net_connections("tcp")
-                                  if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
+                counts.append(established(worker, local_port=port))
         return counts
 
     def rss(self) -> int:

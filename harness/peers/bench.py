@@ -36,7 +36,7 @@ from harness import render, report, wrk
 from testkit import payloads
 from harness.bench import summarise
 from harness.peers import servers, venvs
-from testkit.server import REPO, Server, request, start_baseline, start_service
+from testkit.server import REPO, Server, established, request, start_baseline, start_service
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,7 @@ def grpc_answer(target: str, request: bytes) -> dict:
 def connected(pid: int, port: int) -> int:
     """The established TCP connections process `pid` holds to `port` (0 once it is gone)."""
     with contextlib.suppress(psutil.Error):
-        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-                   if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
+        return established(psutil.Process(pid), remote_port=port)
     return 0
 
 
